@@ -1,0 +1,23 @@
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup test lint format bench
+
+setup:  ## create .venv with the CPU build of torch 2.13.0, then attnkit and all extras
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[all]"
+
+test:  ## lint, then every test (slow ones included)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/pytest -q
+
+format:
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+bench:  ## speed tables (not tests); see benchmarks/
+	$(BIN)/python benchmarks/mechanisms.py

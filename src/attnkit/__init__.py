@@ -1,0 +1,15 @@
+"""attnkit: attention for machine learning, fast by default and open to inspection.
+
+``import attnkit`` needs only torch and numpy; heavier parts load when they are used.
+"""
+
+from attnkit.attention import (
+    AttentionOutput,
+    KVCache,
+    MultiHeadAttention,
+    SoftAttention,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["AttentionOutput", "KVCache", "MultiHeadAttention", "SoftAttention", "__version__"]

@@ -1,0 +1,219 @@
+"""Attention kernels behind one registry and one signature.
+
+Every backend is a function with the signature of :class:`AttentionFn`::
+
+    fn(query, key, value, *, mask=None, bias=None, causal=False, scale=None,
+       dropout_p=0.0, need_weights=False) -> AttentionOutput
+
+- ``query``: ``(B, H, Q, D)``; ``key``: ``(B, Hkv, K, D)``; ``value``: ``(B, Hkv, K, Dv)``, where
+  ``H`` is a multiple of ``Hkv`` (grouped-query attention; head ``h`` reads key/value head
+  ``h // (H // Hkv)``).
+- ``mask``: boolean, broadcastable to ``(B, H, Q, K)``, ``True`` = may attend.
+- ``bias``: float, broadcastable to ``(B, H, Q, K)``, added to the scores (ALiBi, for example).
+- ``causal``: causal masking aligned bottom-right (queries are the last ``Q`` key positions).
+- returns :class:`~attnkit.attention.output.AttentionOutput` with ``output`` ``(B, H, Q, Dv)`` and
+  ``weights`` ``(B, H, Q, K)`` when ``need_weights`` (before dropout).
+
+Registered here: ``"math"`` (the reference; materializes the weights), ``"sdpa"`` (PyTorch's fused
+:func:`~torch.nn.functional.scaled_dot_product_attention`) and ``"linear"`` (an *approximation*,
+see :mod:`attnkit.attention.linear`). ``"auto"`` resolves to ``"sdpa"``, or to ``"math"`` when
+weights are asked for. This mirrors Hugging Face's ``AttentionInterface``: one signature, eager
+as the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.attention.functional import causal_mask, softmax
+from attnkit.attention.linear import linear_attention
+from attnkit.attention.output import AttentionOutput
+
+__all__ = ["AttentionFn", "Backend", "available", "get", "math_attention", "register", "resolve"]
+
+# PyTorch 2.5 added enable_gqa to SDPA and made fully masked rows return zeros.
+_TORCH_2_5 = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+class AttentionFn(Protocol):
+    """The one signature every attention backend implements (see the module docstring)."""
+
+    def __call__(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        causal: bool = False,
+        scale: float | None = None,
+        dropout_p: float = 0.0,
+        need_weights: bool = False,
+    ) -> AttentionOutput: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered attention kernel.
+
+    Attributes:
+        name: the registry key.
+        fn: the kernel, with the :class:`AttentionFn` signature.
+        exact: ``True`` when it computes softmax attention exactly (up to floating point), so it
+            must agree with ``"math"``; ``False`` for approximations such as ``"linear"``.
+        weights: whether it can return the attention weights (``need_weights=True``).
+    """
+
+    name: str
+    fn: AttentionFn
+    exact: bool = True
+    weights: bool = False
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(
+    name: str,
+    fn: AttentionFn,
+    *,
+    exact: bool = True,
+    weights: bool = False,
+    overwrite: bool = False,
+) -> Backend:
+    """Add an attention kernel to the registry under ``name`` and return its entry."""
+    if name == "auto":
+        raise ValueError("backend name 'auto' is reserved for automatic selection")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"backend {name!r} is already registered; pass overwrite=True to replace")
+    backend = Backend(name=name, fn=fn, exact=exact, weights=weights)
+    _REGISTRY[name] = backend
+    return backend
+
+
+def available() -> list[str]:
+    """Names of the registered backends, plus ``"auto"``."""
+    return ["auto", *sorted(_REGISTRY)]
+
+
+def get(name: str) -> Backend:
+    """The registered backend called ``name``; raises ``ValueError`` for an unknown name."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"backend must be one of {available()}, got {name!r}") from None
+
+
+def resolve(name: str, need_weights: bool) -> Backend:
+    """The backend to run for ``name``: ``"auto"`` is ``"sdpa"``, or ``"math"`` for weights."""
+    if name == "auto":
+        return _REGISTRY["math" if need_weights else "sdpa"]
+    backend = get(name)
+    if need_weights and not backend.weights:
+        raise ValueError(
+            f"backend {name!r} does not return attention weights; use backend='auto' or "
+            f"'math' with need_weights=True"
+        )
+    return backend
+
+
+def _check_heads(query: Tensor, key: Tensor) -> int:
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads % kv_heads:
+        raise ValueError(
+            f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
+        )
+    return heads // kv_heads
+
+
+def math_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> AttentionOutput:
+    """Reference attention: ``softmax(q kᵀ · scale + bias, mask) v``, written out in full.
+
+    Materializes the ``(B, H, Q, K)`` weights. Shapes as in the module docstring.
+    """
+    group = _check_heads(query, key)
+    if group > 1:
+        key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)
+        value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    scores = (query @ key.transpose(-1, -2)) * scale  # (B, H, Q, K)
+    if bias is not None:
+        scores = scores + bias
+    if causal:
+        tri = causal_mask(query.shape[-2], key.shape[-2], device=query.device)
+        mask = tri if mask is None else mask & tri
+    weights = softmax(scores, mask)
+    attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    return AttentionOutput(attended @ value, weights if need_weights else None)
+
+
+def sdpa_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> AttentionOutput:
+    """Fused attention with :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    Never materializes the weights: ``need_weights=True`` raises. Shapes as in the module
+    docstring.
+    """
+    if need_weights:
+        raise ValueError("the 'sdpa' backend does not return weights; use 'math' or 'auto'")
+    group = _check_heads(query, key)
+    num_queries, num_keys = query.shape[-2], key.shape[-2]
+    is_causal = causal and mask is None and bias is None and num_queries == num_keys
+    if causal and not is_causal and num_queries > 1:
+        tri = causal_mask(num_queries, num_keys, device=query.device)
+        mask = tri if mask is None else mask & tri
+    attn_mask = mask
+    if bias is not None:
+        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    gqa = {}
+    if group > 1:
+        if _TORCH_2_5:
+            gqa = {"enable_gqa": True}
+        else:
+            key = key.repeat_interleave(group, dim=1)
+            value = value.repeat_interleave(group, dim=1)
+    output = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attn_mask,
+        dropout_p=dropout_p,
+        is_causal=is_causal,
+        scale=scale,
+        **gqa,
+    )
+    if mask is not None and not _TORCH_2_5:
+        output = output.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+    return AttentionOutput(output)
+
+
+register("math", math_attention, weights=True)
+register("sdpa", sdpa_attention)
+register("linear", linear_attention, exact=False, weights=True)
