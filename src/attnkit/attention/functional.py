@@ -98,7 +98,9 @@ def additive_score(
     projected_keys = keys @ key_weight.T  # (..., K, A)
     if bias is not None:
         projected_keys = projected_keys + bias
-    hidden = torch.tanh(projected_query.unsqueeze(-2) + projected_keys.unsqueeze(-3))  # (..., Q, K, A)
+    hidden = torch.tanh(
+        projected_query.unsqueeze(-2) + projected_keys.unsqueeze(-3)
+    )  # (..., Q, K, A)
     return hidden @ v
 
 
@@ -137,7 +139,9 @@ def window_mask(
     return (query_pos[:, None] - key_pos[None, :]).abs() < window
 
 
-def prepare_mask(mask: Tensor | None, scores_shape: Sequence[int], name: str = "mask") -> Tensor | None:
+def prepare_mask(
+    mask: Tensor | None, scores_shape: Sequence[int], name: str = "mask"
+) -> Tensor | None:
     """Check a user mask and give it as many dimensions as the scores.
 
     A 2-D mask is a key-padding mask ``(B, K)``. A mask with one dimension fewer than
@@ -167,7 +171,9 @@ def prepare_mask(mask: Tensor | None, scores_shape: Sequence[int], name: str = "
         mask = mask.reshape(mask.shape[0], *([1] * (ndim - 2)), mask.shape[1])  # (B, [1,] 1, K)
     elif mask.ndim == ndim - 1 and ndim == 4:
         mask = mask.unsqueeze(1)  # (B, 1, Q, K)
-    ok = mask.ndim == ndim and all(m in (1, s) for m, s in zip(mask.shape, scores_shape))
+    ok = mask.ndim == ndim and all(
+        m in (1, s) for m, s in zip(mask.shape, scores_shape, strict=True)
+    )
     if not ok:
         letters = "(B, H, Q, K)" if ndim == 4 else "(B, Q, K)"
         raise ValueError(

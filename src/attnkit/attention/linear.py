@@ -71,7 +71,9 @@ def linear_attention(
     if bias is not None:
         raise ValueError("the 'linear' backend cannot add a score bias (e.g. ALiBi); use 'sdpa'")
     if dropout_p:
-        raise ValueError(f"the 'linear' backend has no weights to drop out; got dropout_p={dropout_p}")
+        raise ValueError(
+            f"the 'linear' backend has no weights to drop out; got dropout_p={dropout_p}"
+        )
     if mask is not None and mask.shape[-2] != 1:
         raise ValueError(
             "the 'linear' backend supports key masks ((B, K) padding) and causal masking only, "
@@ -79,7 +81,9 @@ def linear_attention(
         )
     heads, kv_heads = query.shape[1], key.shape[1]
     if heads % kv_heads:
-        raise ValueError(f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})")
+        raise ValueError(
+            f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
+        )
     if heads != kv_heads:
         key = key.repeat_interleave(heads // kv_heads, dim=1)  # (B, H, K, D)
         value = value.repeat_interleave(heads // kv_heads, dim=1)  # (B, H, K, Dv)

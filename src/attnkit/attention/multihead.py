@@ -120,7 +120,12 @@ class MultiHeadAttention(nn.Module):
 
     def reset_parameters(self) -> None:
         """Xavier-uniform input projections and zero biases, as in ``nn.MultiheadAttention``."""
-        projections = (self.in_proj_weight, self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        projections = (
+            self.in_proj_weight,
+            self.q_proj_weight,
+            self.k_proj_weight,
+            self.v_proj_weight,
+        )
         for weight in projections:
             if weight is not None:
                 nn.init.xavier_uniform_(weight)
@@ -147,7 +152,9 @@ class MultiHeadAttention(nn.Module):
             return F.linear(query, self.in_proj_weight, self.in_proj_bias).split(self._sizes, -1)
         else:
             weights = self.in_proj_weight.split(self._sizes)
-        return tuple(F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+        return tuple(
+            F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases, strict=True)
+        )
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         for name, x, dim in (("query", query, self.embed_dim), ("key", key, self.kdim)):
@@ -205,7 +212,9 @@ class MultiHeadAttention(nn.Module):
 
         batch, num_queries, _ = query.shape
         q, k, v = self._project(query, key, value, self_attention)
-        q = q.view(batch, num_queries, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, Q, D)
+        q = q.view(batch, num_queries, self.num_heads, self.head_dim).transpose(
+            1, 2
+        )  # (B, H, Q, D)
         k = k.view(batch, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, K, D)
         v = v.view(batch, -1, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, K, D)
 

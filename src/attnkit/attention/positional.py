@@ -45,12 +45,16 @@ class RotaryEmbedding(PositionScheme):
             raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
         self.head_dim = head_dim
         self.base = base
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)  # (D/2,)
 
     def apply(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` ``(..., T, D)`` at integer ``positions`` ``(T,)``."""
-        angles = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq  # (T, D/2)
+        """Rotate ``x`` ``(..., T, D)`` at integer ``positions`` ``(T,)``.
+
+        Angles are computed in float32 (float64 for float64 inputs), then cast to ``x.dtype``.
+        """
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        exponents = torch.arange(0, self.head_dim, 2, dtype=dtype, device=x.device) / self.head_dim
+        inv_freq = self.base**-exponents  # (D/2,)
+        angles = positions.to(dtype)[:, None] * inv_freq  # (T, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, D)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         first, second = x.chunk(2, dim=-1)

@@ -72,9 +72,7 @@ SCORES: dict[str, type[nn.Module]] = {
 }
 
 
-def make_score(
-    name: str, query_dim: int, key_dim: int, hidden_dim: int | None = None
-) -> nn.Module:
+def make_score(name: str, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> nn.Module:
     """Build the score module called ``name`` (one of :data:`SCORES`).
 
     ``hidden_dim`` is the additive score's hidden size (default ``key_dim``); other scores take
