@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -44,3 +45,32 @@ def test_cli_version_and_backends():
     result = runner.invoke(app, ["backends"])
     assert result.exit_code == 0
     assert "sdpa" in result.output and "linear    approximate" in result.output
+
+
+def test_cli_demo_checks_every_backend():
+    result = CliRunner().invoke(app, ["demo", "--length", "16"])
+    assert result.exit_code == 0, result.output
+    for name in ("math", "sdpa", "linear", "kv cache", "sparsemax"):
+        assert name in result.output
+
+
+def test_demo_tour_exact_steps_agree_with_the_reference():
+    from attnkit.demo import mechanisms_tour
+
+    steps = {step.name: step for step in mechanisms_tour(length=24)}
+    assert steps["sdpa"].max_abs_error < 1e-5
+    assert steps["kv cache"].max_abs_error < 1e-5
+    assert steps["linear"].max_abs_error > 1e-3  # an approximation, and the tour says so
+    assert "approximation" in steps["linear"].detail
+
+
+def test_readme_example_runs(capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "torch.Size([4, 32]) torch.Size([4, 10])",
+        "torch.Size([2, 8, 12, 12])",
+        "True",
+    ]

@@ -13,6 +13,28 @@ app = typer.Typer(
 
 
 @app.command()
+def demo(
+    length: int = typer.Option(256, min=2, help="Sequence length of the tour's batch."),
+) -> None:
+    """Run every attention mechanism once and check it against its reference."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from attnkit.demo import mechanisms_tour
+
+    console = Console()
+    table = Table(title=f"attnkit mechanisms, causal GQA self-attention over {length} tokens")
+    for column in ("mechanism", "what", "max |error| vs reference", "ms"):
+        table.add_column(column)
+    with console.status("running the mechanisms"):
+        steps = mechanisms_tour(length)
+    for step in steps:
+        error = "" if step.max_abs_error is None else f"{step.max_abs_error:.2e}"
+        table.add_row(step.name, step.detail, error, f"{step.milliseconds:.1f}")
+    console.print(table)
+
+
+@app.command()
 def version() -> None:
     """Print attnkit's version and the versions it runs on."""
     import torch

@@ -1,0 +1,69 @@
+"""The ``attnkit demo`` tour: every mechanism run once on the same inputs, with its checks.
+
+Each step computes something and checks it against a reference, so the tour doubles as a smoke
+test of an installation: the backends against the ``"math"`` reference, KV-cache decoding
+against the full causal run, and the sparsity of each normalizer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from attnkit.attention import KVCache, MultiHeadAttention, SoftAttention, backends
+
+
+@dataclass(frozen=True)
+class TourStep:
+    """One line of the tour: what ran, how far it is from its reference, how long it took."""
+
+    name: str
+    detail: str
+    max_abs_error: float | None
+    milliseconds: float
+
+
+def _timed(fn):
+    fn()  # warm-up: the first call of a kernel loads and plans it
+    start = time.perf_counter()
+    result = fn()
+    return result, 1e3 * (time.perf_counter() - start)
+
+
+def mechanisms_tour(length: int = 256, embed_dim: int = 64, num_heads: int = 4) -> list[TourStep]:
+    """Run the mechanisms on one random batch and compare each with its reference."""
+    torch.manual_seed(0)
+    steps: list[TourStep] = []
+    x = torch.randn(2, length, embed_dim)
+    mha = MultiHeadAttention(embed_dim, num_heads, num_kv_heads=num_heads // 2, causal=True).eval()
+    with torch.no_grad():
+        reference, ms = _timed(lambda: mha(x, need_weights=True))
+        steps.append(TourStep("math", "reference, returns (B, H, Q, K) weights", None, ms))
+        for name in backends.available():
+            if name in ("auto", "math"):
+                continue
+            mha.backend = name
+            out, ms = _timed(lambda: mha(x))
+            entry = backends.get(name)
+            detail = "exact" if entry.exact else "approximation (not softmax attention)"
+            error = (out.output - reference.output).abs().max().item()
+            steps.append(TourStep(name, detail, error, ms))
+        mha.backend = "auto"
+
+        def decode() -> torch.Tensor:
+            cache = KVCache()
+            return torch.cat([mha(x[:, t : t + 1], cache=cache).output for t in range(length)], 1)
+
+        decoded, ms = _timed(decode)
+        error = (decoded - reference.output).abs().max().item()
+        steps.append(TourStep("kv cache", f"{length} one-token steps vs full run", error, ms))
+
+    query, memory = torch.randn(1, 16), torch.randn(1, 32, 16)
+    for normalizer in ("softmax", "sparsemax", "entmax15"):
+        att = SoftAttention(16, 16, score="scaled_dot", normalizer=normalizer)
+        out, ms = _timed(lambda att=att: att(query, memory))
+        nonzero = int((out.weights > 0).sum())
+        steps.append(TourStep(normalizer, f"{nonzero} of 32 keys get weight", None, ms))
+    return steps
