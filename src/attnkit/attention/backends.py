@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.attention.functional import causal_mask, softmax
+from attnkit.attention.functional import causal_mask, kv_groups, softmax
 from attnkit.attention.linear import linear_attention
 from attnkit.attention.output import AttentionOutput
 
@@ -123,15 +123,6 @@ def resolve(name: str, need_weights: bool) -> Backend:
     return backend
 
 
-def _check_heads(query: Tensor, key: Tensor) -> int:
-    heads, kv_heads = query.shape[1], key.shape[1]
-    if heads % kv_heads:
-        raise ValueError(
-            f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
-        )
-    return heads // kv_heads
-
-
 def math_attention(
     query: Tensor,
     key: Tensor,
@@ -148,7 +139,7 @@ def math_attention(
 
     Materializes the ``(B, H, Q, K)`` weights. Shapes as in the module docstring.
     """
-    group = _check_heads(query, key)
+    group = kv_groups(query, key)
     if group > 1:
         key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)
         value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
@@ -183,7 +174,7 @@ def sdpa_attention(
     """
     if need_weights:
         raise ValueError("the 'sdpa' backend does not return weights; use 'math' or 'auto'")
-    group = _check_heads(query, key)
+    group = kv_groups(query, key)
     num_queries, num_keys = query.shape[-2], key.shape[-2]
     is_causal = causal and mask is None and bias is None and num_queries == num_keys
     if causal and not is_causal and num_queries > 1:

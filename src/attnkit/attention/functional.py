@@ -19,6 +19,7 @@ __all__ = [
     "dot_score",
     "entmax15",
     "general_score",
+    "kv_groups",
     "normalize",
     "prepare_mask",
     "scaled_dot_score",
@@ -102,6 +103,19 @@ def additive_score(
         projected_query.unsqueeze(-2) + projected_keys.unsqueeze(-3)
     )  # (..., Q, K, A)
     return hidden @ v
+
+
+def kv_groups(query: Tensor, key: Tensor) -> int:
+    """Query heads per key/value head, ``H // Hkv``, for ``(B, H, Q, D)`` and ``(B, Hkv, K, D)``.
+
+    Raises ``ValueError`` when ``H`` is not a multiple of ``Hkv``.
+    """
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if heads % kv_heads:
+        raise ValueError(
+            f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
+        )
+    return heads // kv_heads
 
 
 # ----------------------------------------------------------------------------- masks
@@ -212,58 +226,43 @@ def softmax(scores: Tensor, mask: Tensor | None = None, temperature: float = 1.0
     return torch.softmax(scores, dim=-1) * mask
 
 
-def _mask_for_sparse(scores: Tensor, mask: Tensor | None, margin: float) -> Tensor:
-    """Push masked scores far enough below the row's largest allowed score to get exactly 0.
+def _sparse_normalize(
+    fn: Callable[..., Tensor], margin: float, scores: Tensor, mask: Tensor | None
+) -> Tensor:
+    """Apply a sparse normalizer of the ``entmax`` package along the last dimension, masked.
 
     Sparsemax gives zero weight to any score more than 1 below the row maximum, and entmax-1.5
     to any score more than 2 below it (Peters et al. 2019), so a masked score set to
-    ``max - margin`` is exactly excluded and does not change the allowed weights.
+    ``allowed max - margin`` is excluded exactly and does not change the allowed weights.
     """
-    if mask is None:
-        return scores
-    allowed_max = scores.masked_fill(~mask, float("-inf")).amax(dim=-1, keepdim=True)
-    allowed_max = torch.where(allowed_max.isfinite(), allowed_max, 0.0).detach()
-    return torch.where(mask, scores, allowed_max - margin)
+    if mask is not None:
+        allowed_max = scores.masked_fill(~mask, float("-inf")).amax(dim=-1, keepdim=True)
+        allowed_max = torch.where(allowed_max.isfinite(), allowed_max, 0.0).detach()
+        scores = torch.where(mask, scores, allowed_max - margin)
+    weights = fn(scores, dim=-1)
+    return weights if mask is None else weights * mask
 
 
 def sparsemax(scores: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
     """Sparsemax (Martins & Astudillo 2016): the Euclidean projection onto the simplex.
 
     Unlike softmax it gives exactly zero weight to low-scoring keys. Uses the ``entmax`` package.
-
-    Args:
-        scores: ``(..., K)``.
-        mask: boolean, broadcastable to ``scores``; ``True`` means "may attend".
-        temperature: > 0; the scores are divided by it first.
-
-    Returns:
-        Weights, the shape of ``scores``; rows with no allowed key are zeros.
+    Arguments and result as in :func:`softmax`.
     """
     from entmax import sparsemax as _sparsemax
 
-    scores = _mask_for_sparse(_temper(scores, temperature), mask, margin=2.0)
-    weights = _sparsemax(scores, dim=-1)
-    return weights if mask is None else weights * mask
+    return _sparse_normalize(_sparsemax, 2.0, _temper(scores, temperature), mask)
 
 
 def entmax15(scores: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
     """1.5-entmax (Peters et al. 2019): sparse like sparsemax, smoother like softmax.
 
-    Uses the exact sort-based algorithm of the ``entmax`` package.
-
-    Args:
-        scores: ``(..., K)``.
-        mask: boolean, broadcastable to ``scores``; ``True`` means "may attend".
-        temperature: > 0; the scores are divided by it first.
-
-    Returns:
-        Weights, the shape of ``scores``; rows with no allowed key are zeros.
+    Uses the exact sort-based algorithm of the ``entmax`` package. Arguments and result as in
+    :func:`softmax`.
     """
     from entmax import entmax15 as _entmax15
 
-    scores = _mask_for_sparse(_temper(scores, temperature), mask, margin=3.0)
-    weights = _entmax15(scores, dim=-1)
-    return weights if mask is None else weights * mask
+    return _sparse_normalize(_entmax15, 3.0, _temper(scores, temperature), mask)
 
 
 Normalizer = Callable[[Tensor, Tensor | None, float], Tensor]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.attention.functional import causal_mask
+from attnkit.attention.functional import causal_mask, kv_groups
 from attnkit.attention.output import AttentionOutput
 
 __all__ = ["CHUNK", "elu_feature_map", "linear_attention"]
@@ -79,14 +79,10 @@ def linear_attention(
             "the 'linear' backend supports key masks ((B, K) padding) and causal masking only, "
             f"got a per-query mask of shape {tuple(mask.shape)} (a sliding window, for example)"
         )
-    heads, kv_heads = query.shape[1], key.shape[1]
-    if heads % kv_heads:
-        raise ValueError(
-            f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
-        )
-    if heads != kv_heads:
-        key = key.repeat_interleave(heads // kv_heads, dim=1)  # (B, H, K, D)
-        value = value.repeat_interleave(heads // kv_heads, dim=1)  # (B, H, K, Dv)
+    group = kv_groups(query, key)
+    if group > 1:
+        key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)
+        value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
     if scale is not None:
         query = query * scale
     phi_q = elu_feature_map(query)  # (B, H, Q, D)
