@@ -95,6 +95,16 @@ def test_exact_backend_conforms_in_float32(backend):
     torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize("backend", EXACT)
+def test_exact_backend_in_bfloat16_is_close_to_the_float32_reference(backend):
+    inputs = [t.detach().bfloat16() for t in _inputs("gqa", dtype=torch.float32)]
+    keep = _mask("key_padding", "gqa")
+    expected = backends.math_attention(*(t.float() for t in inputs), mask=keep, causal=True)
+    out = backends.get(backend).fn(*inputs, mask=keep, causal=True)
+    assert out.output.dtype == torch.bfloat16
+    torch.testing.assert_close(out.output.float(), expected.output, atol=2e-2, rtol=2e-2)
+
+
 def test_math_weights_follow_the_definition():
     query, key, value = (t.detach() for t in _inputs("cross"))
     keep = _mask("random", "cross")
