@@ -9,7 +9,15 @@ from attnkit.attention import (
     MultiHeadAttention,
     SoftAttention,
 )
+from attnkit.capture import capture
 
 __version__ = "0.1.0"
 
-__all__ = ["AttentionOutput", "KVCache", "MultiHeadAttention", "SoftAttention", "__version__"]
+__all__ = [
+    "AttentionOutput",
+    "KVCache",
+    "MultiHeadAttention",
+    "SoftAttention",
+    "__version__",
+    "capture",
+]

@@ -34,7 +34,16 @@ from attnkit.attention.functional import causal_mask, kv_groups, softmax
 from attnkit.attention.linear import linear_attention
 from attnkit.attention.output import AttentionOutput
 
-__all__ = ["AttentionFn", "Backend", "available", "get", "math_attention", "register", "resolve"]
+__all__ = [
+    "AttentionFn",
+    "Backend",
+    "available",
+    "get",
+    "math_attention",
+    "register",
+    "resolve",
+    "unregister",
+]
 
 # PyTorch 2.5 added enable_gqa to SDPA and made fully masked rows return zeros.
 _TORCH_2_5 = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -95,6 +104,12 @@ def register(
     backend = Backend(name=name, fn=fn, exact=exact, weights=weights)
     _REGISTRY[name] = backend
     return backend
+
+
+def unregister(name: str) -> None:
+    """Remove the backend called ``name`` from the registry."""
+    get(name)
+    del _REGISTRY[name]
 
 
 def available() -> list[str]:

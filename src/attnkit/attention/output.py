@@ -22,9 +22,12 @@ class AttentionOutput:
             (``(B,)`` for a single query); for score-function (REINFORCE) losses.
         entropy: entropy of the distribution a stochastic mechanism sampled from, shaped like
             ``log_prob``.
+        stats: per-query statistics of the weights by name, each ``(B, H, Q)``, from backends
+            that stream them instead of materializing the weights.
     """
 
     output: torch.Tensor
     weights: torch.Tensor | None = None
     log_prob: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
+    stats: dict[str, torch.Tensor] | None = None

@@ -1,0 +1,230 @@
+"""capture() on attnkit modules, nn.MultiheadAttention and Hugging Face models."""
+
+import pytest
+import torch
+from torch import nn
+
+import attnkit
+from attnkit import MultiHeadAttention
+from attnkit.attention import backends
+from attnkit.capture import attention_layers, stats_from_weights
+
+STATS = ("entropy", "max", "argmax", "sink")
+
+
+def _assert_stats_match(recording, layer, weights, spans=None, keep=None):
+    """Every recorded statistic equals the one read off ``weights``, on queries ``keep``."""
+    expected = stats_from_weights(weights, (*STATS, *(f"mass:{s}" for s in spans or {})), spans)
+    for name, value in expected.items():
+        got = recording.stats[name][layer]
+        if keep is not None:
+            got, value = got[keep.expand_as(got)], value[keep.expand_as(value)]
+        torch.testing.assert_close(got.double(), value.double(), atol=1e-5, rtol=0, msg=name)
+
+
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = MultiHeadAttention(32, 4, num_kv_heads=2, causal=True, positions="rope")
+        self.second = MultiHeadAttention(32, 4, causal=True)
+
+    def forward(self, x):
+        return self.second(x + self.first(x).output).output
+
+
+def test_attnkit_modules_weights_stats_and_restoration():
+    torch.manual_seed(0)
+    model = TwoLayers().eval()
+    x = torch.randn(2, 9, 32)
+    expected = model(x)
+    reference = model.first(x, need_weights=True).weights
+    names_before = backends.available()
+    with attnkit.capture(model, weights=True) as with_weights:
+        torch.testing.assert_close(model(x), expected)
+    with attnkit.capture(model, stats=STATS, spans={"start": (0, 3)}) as with_stats:
+        torch.testing.assert_close(model(x), expected)
+    assert with_weights.layers == ["first", "second"]
+    torch.testing.assert_close(with_weights.weights["first"], reference)
+    for layer in ("first", "second"):
+        _assert_stats_match(with_stats, layer, with_weights.weights[layer], {"start": (0, 3)})
+    assert model.first.backend == "auto" and backends.available() == names_before
+
+
+def test_layers_heads_and_unknown_names():
+    torch.manual_seed(0)
+    model = TwoLayers().eval()
+    x = torch.randn(1, 5, 32)
+    with attnkit.capture(model, weights=True, layers=["second"], heads=[1, 3]) as rec:
+        model(x)
+    assert list(rec.weights) == ["second"]
+    full = model.second(x + model.first(x).output, need_weights=True).weights
+    torch.testing.assert_close(rec.weights["second"], full[:, [1, 3]])
+    unknown = r"unknown layers \['third'\].*\['first', 'second'\]"
+    with pytest.raises(ValueError, match=unknown), attnkit.capture(model, layers=["third"]):
+        pass
+    no_layers = "no supported attention layer"
+    with pytest.raises(ValueError, match=no_layers), attnkit.capture(nn.Linear(2, 2)):
+        pass
+
+
+def test_nested_and_repeated_captures():
+    torch.manual_seed(0)
+    model = TwoLayers().eval()
+    x = torch.randn(1, 6, 32)
+    with attnkit.capture(model, stats=("entropy",)) as outer:
+        with attnkit.capture(model, weights=True, layers=["first"]) as inner:
+            model(x)
+        model(x)
+    assert inner.weights["first"].shape == (1, 4, 6, 6)
+    assert outer.stats["entropy"]["first"].shape == (1, 4, 12)  # two calls joined
+    for _ in range(2):
+        with attnkit.capture(model, stats=("max",)) as again:
+            model(x)
+        assert again.stats["max"]["second"].shape == (1, 4, 6)
+    assert model.first.backend == "auto"
+
+
+def test_restored_after_an_exception():
+    model = TwoLayers()
+    with pytest.raises(RuntimeError, match="boom"), attnkit.capture(model, weights=True):
+        raise RuntimeError("boom")
+    assert model.first.backend == "auto" and model.second.backend == "auto"
+    assert not [n for n in backends.available() if n.startswith("attnkit.capture")]
+
+
+def _torch_masks(batch, length, kind):
+    gen = torch.Generator().manual_seed(1)
+    if kind == "none":
+        return {}
+    if kind == "padding":
+        pad = torch.zeros(batch, length, dtype=torch.bool)
+        pad[1, -2:] = True
+        return {"key_padding_mask": pad}
+    if kind == "bool_attn":
+        blocked = torch.rand(length, length, generator=gen) > 0.6
+        blocked.fill_diagonal_(False)
+        return {"attn_mask": blocked}
+    if kind == "float_attn":
+        return {"attn_mask": torch.randn(length, length, generator=gen)}
+    if kind == "per_head":
+        blocked = torch.rand(batch * 4, length, length, generator=gen) > 0.6
+        blocked[:, :, 0] = False
+        return {"attn_mask": blocked}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["none", "padding", "bool_attn", "float_attn", "per_head"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_torch_multihead_attention(kind, batch_first):
+    torch.manual_seed(0)
+    module = nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
+    x = torch.randn(2, 7, 32) if batch_first else torch.randn(7, 2, 32)
+    masks = _torch_masks(2, 7, kind)
+    expected, weights = module(x, x, x, average_attn_weights=False, **masks)
+    with attnkit.capture(module, weights=True, stats=STATS) as rec:
+        out, averaged = module(x, x, x, **masks)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(averaged, weights.mean(1))
+    torch.testing.assert_close(rec.weights[""], weights)
+    _assert_stats_match(rec, "", weights)
+    assert "forward" not in module.__dict__
+
+
+def test_transformer_encoder_fast_path_is_restored():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 7, 32)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, -2:] = True
+    with torch.no_grad():
+        expected = encoder(x, src_key_padding_mask=pad)
+        with attnkit.capture(encoder, weights=True, stats=("entropy",)) as rec:
+            got = encoder(x, src_key_padding_mask=pad)
+    torch.testing.assert_close(got, expected)
+    assert rec.layers == ["layers.0.self_attn", "layers.1.self_attn"]
+    assert rec.weights["layers.1.self_attn"][1, :, :, -2:].eq(0).all()
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_minilm_weights_and_stats_equal_eager(minilm):
+    tokenizer, sdpa, eager = minilm
+    batch = tokenizer(
+        ["attention is all you need", "a longer second sentence, so the first one is padded"],
+        return_tensors="pt",
+        padding=True,
+    )
+    spans = {"first_words": (1, 4)}
+    with torch.no_grad():
+        reference = eager(**batch, output_attentions=True)
+        plain = sdpa(**batch).last_hidden_state
+        with attnkit.capture(sdpa, weights=True) as rec_weights:
+            sdpa(**batch)
+        with attnkit.capture(sdpa, stats=STATS, spans=spans) as rec_stats:
+            captured = sdpa(**batch).last_hidden_state
+    assert len(rec_stats.layers) == 6 == len(attention_layers(sdpa))
+    torch.testing.assert_close(captured, plain)  # the streamed path leaves outputs unchanged
+    for i, layer in enumerate(rec_weights.layers):
+        assert rec_weights.weights[layer].shape == (2, 12, *batch["input_ids"].shape[1:] * 2)
+        torch.testing.assert_close(rec_weights.weights[layer], reference.attentions[i])
+        _assert_stats_match(rec_stats, layer, reference.attentions[i], spans)
+
+
+def test_minilm_eager_model_keeps_output_attentions(minilm):
+    tokenizer, _, eager = minilm
+    batch = tokenizer(["hello world"], return_tensors="pt")
+    with torch.no_grad():
+        reference = eager(**batch, output_attentions=True)
+        with attnkit.capture(eager, stats=("entropy",)) as rec:
+            out = eager(**batch, output_attentions=True)
+    torch.testing.assert_close(out.last_hidden_state, reference.last_hidden_state)
+    torch.testing.assert_close(out.attentions[-1], reference.attentions[-1])
+    assert rec.stats["entropy"][rec.layers[0]].shape == (1, 12, batch["input_ids"].shape[1])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_decoder_weights_and_stats_equal_eager_with_left_padding(hf_models, family):
+    sdpa, eager = hf_models[family]
+    ids = torch.randint(3, 101, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    real = mask.bool()[:, None, :, None]  # padding queries see no key: compare real ones
+    with torch.no_grad():
+        reference = eager(input_ids=ids, attention_mask=mask, output_attentions=True)
+        plain = sdpa(input_ids=ids, attention_mask=mask).logits
+        with attnkit.capture(sdpa, weights=True) as rec_weights:
+            sdpa(input_ids=ids, attention_mask=mask)
+        with attnkit.capture(sdpa, stats=STATS, spans={"prompt": (0, 4)}) as rec_stats:
+            logits = sdpa(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits, plain)
+    for i, layer in enumerate(rec_stats.layers):
+        got, want = rec_weights.weights[layer], reference.attentions[i]
+        torch.testing.assert_close(got[real.expand_as(got)], want[real.expand_as(want)])
+        _assert_stats_match(rec_stats, layer, want, {"prompt": (0, 4)}, keep=real[..., 0])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_generate_with_kv_cache_equals_one_full_forward(hf_models, family):
+    sdpa, eager = hf_models[family]
+    prompt = torch.randint(3, 101, (1, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), attnkit.capture(sdpa, stats=STATS) as rec:
+        generated = sdpa.generate(
+            input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5,
+            do_sample=False,
+        )  # fmt: skip
+    seen = generated.shape[1] - 1  # the last token is produced, never fed back
+    with torch.no_grad():
+        full = eager(input_ids=generated[:, :seen], output_attentions=True)
+    for i, layer in enumerate(rec.layers):
+        assert rec.stats["entropy"][layer].shape == (1, 4, seen)
+        _assert_stats_match(rec, layer, full.attentions[i])
+
+
+def test_interface_is_restored(hf_models):
+    from transformers.modeling_utils import AttentionInterface
+
+    sdpa, _ = hf_models["llama"]
+    before = dict(AttentionInterface._global_mapping)
+    with attnkit.capture(sdpa, stats=("entropy",)):
+        assert AttentionInterface._global_mapping["sdpa"] is not before["sdpa"]
+    assert AttentionInterface._global_mapping == before

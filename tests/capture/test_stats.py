@@ -1,0 +1,99 @@
+"""Streamed statistics against the same statistics read off materialized weights."""
+
+import math
+
+import pytest
+import torch
+
+from attnkit.attention.backends import math_attention
+from attnkit.attention.positional import ALiBi
+from attnkit.capture import stats as S
+
+ALL = ("entropy", "max", "argmax", "sink")
+SPANS = {"context": (3, 40), "tail": (60, 200)}
+
+
+def test_stats_from_weights_hand_computed():
+    weights = torch.tensor([[[[0.5, 0.5, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]]]], dtype=torch.float64)
+    got = S.stats_from_weights(weights, ALL, {"mid": (1, 3)})
+    p = [0.1, 0.2, 0.3, 0.4]
+    torch.testing.assert_close(
+        got["entropy"][0, 0],
+        torch.tensor([math.log(2), -sum(x * math.log(x) for x in p)], dtype=torch.float64),
+    )
+    assert got["max"][0, 0].tolist() == [0.5, 0.4]
+    assert got["argmax"][0, 0].tolist() == [0, 3]
+    assert got["sink"][0, 0].tolist() == [0.5, 0.1]
+    torch.testing.assert_close(got["mass:mid"][0, 0], torch.tensor([0.5, 0.5], dtype=torch.float64))
+
+
+def _case(dv, causal, gqa, masked, bias, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    b, h, q, k, d = 2, 4, 37, 211, 16
+    hkv = 2 if gqa else h
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    inputs = [randn(b, h, q, d), randn(b, hkv, k, d), randn(b, hkv, k, dv)]
+    mask = None
+    if masked:
+        mask = torch.rand(b, 1, q, k, generator=gen) > 0.3
+        mask[0, 0, 4] = False  # a query that may attend nowhere
+    extra = ALiBi(h).bias(q, k, torch.device("cpu")).double() if bias else None
+    return inputs, {"mask": mask, "causal": causal, "bias": extra}
+
+
+@pytest.mark.parametrize("dv", [16, 8], ids=["fused", "streamed"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("gqa", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_streamed_stats_equal_the_weights_statistics(monkeypatch, dv, causal, gqa, masked, bias):
+    monkeypatch.setattr(S, "BLOCK", 64)  # several key blocks
+    inputs, kwargs = _case(dv, causal, gqa, masked, bias)
+    reference = math_attention(*inputs, need_weights=True, **kwargs)
+    expected = S.stats_from_weights(reference.weights, ALL, SPANS)
+    out = S.attention_stats(*inputs, stats=ALL, spans=SPANS, **kwargs)
+    torch.testing.assert_close(out.output, reference.output)
+    assert set(out.stats) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(out.stats[name], value, msg=name)
+
+
+def test_query_with_no_allowed_key_gets_zeros():
+    inputs, kwargs = _case(16, False, False, True, False)
+    out = S.attention_stats(*inputs, stats=ALL, spans=SPANS, **kwargs)
+    for name, value in out.stats.items():
+        assert value[0, :, 4].eq(0).all(), name
+    assert out.output[0, :, 4].eq(0).all()
+
+
+def test_float32_within_1e_5():
+    inputs, kwargs = _case(16, True, True, True, False, seed=3)
+    inputs = [t.float() * 3 for t in inputs]  # sharp attention, large scores
+    reference = math_attention(*inputs, need_weights=True, **kwargs)
+    expected = S.stats_from_weights(reference.weights, ALL, SPANS)
+    out = S.attention_stats(*inputs, stats=ALL, spans=SPANS, **kwargs)
+    for name in ("entropy", "max", "sink", "mass:context"):
+        torch.testing.assert_close(out.stats[name], expected[name], atol=1e-5, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("stats", "spans", "match"),
+    [
+        (("entropy", "variance"), None, "stats must be among"),
+        (("mass:ctx",), None, "needs spans"),
+        ((), {"ctx": (5, 2)}, "0 <= start < stop"),
+        ((), {"ctx": "0:5"}, "must be"),
+    ],
+)
+def test_check_stats_errors(stats, spans, match):
+    with pytest.raises(ValueError, match=match):
+        S.check_stats(stats, spans)
+
+
+def test_check_stats_adds_span_masses_once():
+    names, spans = S.check_stats("entropy", {"ctx": [0, 4]})
+    assert names == ("entropy", "mass:ctx")
+    assert spans == {"ctx": (0, 4)}
