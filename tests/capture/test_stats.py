@@ -44,7 +44,7 @@ def _case(dv, causal, gqa, masked, bias, seed=0):
     return inputs, {"mask": mask, "causal": causal, "bias": extra}
 
 
-@pytest.mark.parametrize("dv", [16, 8], ids=["fused", "streamed"])
+@pytest.mark.parametrize("dv", [16, 8], ids=["same_width", "narrow_values"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("gqa", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
@@ -59,6 +59,26 @@ def test_streamed_stats_equal_the_weights_statistics(monkeypatch, dv, causal, gq
     assert set(out.stats) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(out.stats[name], value, msg=name)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_online_softmax_equals_the_fused_kernel(monkeypatch, causal, masked, bias):
+    """The path for devices without PyTorch's CPU flash kernel gives the same output and lse."""
+    monkeypatch.setattr(S, "BLOCK", 64)
+    inputs, kwargs = _case(16, causal, False, masked, bias)
+    mask = kwargs["mask"]
+    args = (mask, kwargs["bias"], causal, 0.25)
+    fused_out, fused_lse = S._fused(*inputs, *args)
+    online_out, online_lse = S._online(*inputs, *args)
+    torch.testing.assert_close(online_out, fused_out)
+    rows = (
+        torch.ones_like(fused_lse, dtype=torch.bool)
+        if mask is None
+        else mask.any(-1).expand_as(fused_lse)
+    )
+    torch.testing.assert_close(online_lse[rows], fused_lse[rows])
 
 
 def test_query_with_no_allowed_key_gets_zeros():

@@ -10,18 +10,28 @@ allowed keys, the statistics of each query ``i`` are:
 - ``sink``: the weight on key 0 (Xiao et al. 2024, "attention sinks");
 - ``mass:<name>``: ``Σ_{j ∈ span} p_ij`` for a named key span ``[start, stop)``.
 
-The output and ``lse`` come from one fused kernel call where PyTorch exposes it (the CPU flash
-kernel); the statistics then need one more pass over the keys in blocks of :data:`BLOCK`, so the
-extra memory is ``O(Q · BLOCK)`` whatever ``K`` is. A query with no allowed key gets zeros.
+No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is):
+
+1. one fused kernel call gives the output and ``lse`` (PyTorch's CPU flash kernel; an online
+   softmax over key blocks elsewhere);
+2. entropy and span masses come from a second fused call whose values are extra columns
+   (Σ_j p_ij (k_j - k̄) gives ``Σ_j p_ij s_ij``; an indicator column per span gives its mass);
+3. ``sink`` is ``exp(s_i0 - lse_i)``, one dot product per query;
+4. ``max`` and ``argmax`` need one pass over ``BLOCK × BLOCK`` tiles of scores (causal attention
+   skips the tiles in the future).
+
+The extra memory is ``O(BLOCK²)`` per head, whatever ``Q`` and ``K`` are. A query with no allowed
+key gets zeros. With a score ``bias`` (ALiBi), entropy and span masses are read in the tiled pass.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.attention.functional import causal_mask, kv_groups
@@ -70,44 +80,73 @@ def check_stats(
     return tuple(dict.fromkeys(names)), {k: (int(v[0]), int(v[1])) for k, v in spans.items()}
 
 
-def _allowed(
-    mask: Tensor | None, causal: bool, num_queries: int, num_keys: int, device: torch.device
-) -> Tensor | None:
-    if causal:
-        tri = causal_mask(num_queries, num_keys, device=device)
-        return tri if mask is None else mask & tri
-    return mask
+def _has_key(
+    mask: Tensor | None, causal: bool, num_queries: int, num_keys: int, shape: torch.Size
+) -> Tensor:
+    """``(B, H, Q)``: whether each query may attend to at least one key."""
+    if mask is None:
+        return torch.ones(shape, dtype=torch.bool)
+    if not causal:
+        return mask.any(-1).expand(shape)
+    if mask.shape[-2] == 1:  # a key mask: the first allowed key must not be in the future
+        first = torch.where(mask.any(-1), mask.to(torch.int8).argmax(-1), num_keys)  # (B, H, 1)
+        query_pos = torch.arange(num_keys - num_queries, num_keys, device=mask.device)
+        return (first <= query_pos).expand(shape)
+    tri = causal_mask(num_queries, num_keys, device=mask.device)
+    return (mask & tri).any(-1).expand(shape)
 
 
-def _output_and_lse(
+def _fused(
     query: Tensor,
     key: Tensor,
     value: Tensor,
-    allowed: Tensor | None,
+    mask: Tensor | None,
     bias: Tensor | None,
     causal: bool,
     scale: float,
 ) -> tuple[Tensor, Tensor]:
-    """Attention output ``(B, H, Q, Dv)`` and log-sum-exp of the scores ``(B, H, Q)``."""
-    if query.device.type == "cpu" and value.shape[-1] == query.shape[-1]:
-        additive = bias
-        if allowed is not None:
-            blocked = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
-            blocked = blocked.masked_fill(~allowed, -math.inf)
-            additive = blocked if bias is None else bias + blocked
-        if additive is not None and additive.dim() < 4:
-            additive = additive.reshape(*([1] * (4 - additive.dim())), *additive.shape)
-        is_causal = causal and allowed is None  # else the causal part is inside `allowed`
-        fused = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-        output, lse = fused(query, key, value, 0.0, is_causal, attn_mask=additive, scale=scale)
-        return output, lse
-    # Elsewhere: one streamed pass with an online softmax (Milakov & Gimelshein 2018).
+    """Attention output ``(B, H, Q, Dv)`` and score log-sum-exp ``(B, H, Q)``; equal heads."""
     num_queries, num_keys = query.shape[-2], key.shape[-2]
+    if query.device.type != "cpu":
+        return _online(query, key, value, mask, bias, causal, scale)
+    additive = bias
+    if mask is not None:
+        blocked = torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
+        blocked = blocked.masked_fill(~mask, -math.inf)
+        additive = blocked if bias is None else bias + blocked
+    is_causal = causal and num_queries == num_keys
+    if causal and 1 < num_queries < num_keys:  # a chunk after a cache: the mask is (Q, K)
+        tri = causal_mask(num_queries, num_keys, device=query.device)
+        floor = torch.zeros(tri.shape, dtype=query.dtype, device=query.device)
+        floor = floor.masked_fill(~tri, -math.inf)
+        additive = floor if additive is None else additive + floor
+    if additive is not None and additive.dim() < 4:
+        additive = additive.reshape(*([1] * (4 - additive.dim())), *additive.shape)
+    value_width = value.shape[-1]
+    width = max(query.shape[-1], value_width)  # the kernel wants one head size: pad with zeros
+    query, key, value = (F.pad(x, (0, width - x.shape[-1])) for x in (query, key, value))
+    kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    output, lse = kernel(query, key, value, 0.0, is_causal, attn_mask=additive, scale=scale)
+    return output[..., :value_width], lse
+
+
+def _online(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
+    """``_fused`` as an online softmax over key blocks (Milakov & Gimelshein 2018)."""
     running_max = query.new_full(query.shape[:-1], -math.inf)
     total = query.new_zeros(query.shape[:-1])
     output = query.new_zeros(*query.shape[:-1], value.shape[-1])
-    for start in range(0, num_keys, BLOCK):
-        scores = _block_scores(query, key, allowed, bias, scale, start, num_queries, num_keys)
+    everything = slice(0, query.shape[-2])
+    for start in range(0, key.shape[-2], BLOCK):
+        cols = slice(start, min(start + BLOCK, key.shape[-2]))
+        scores = _tile_scores(query, key, mask, bias, causal, scale, everything, cols)
         new_max = torch.maximum(running_max, scores.amax(-1))
         safe_max = torch.where(new_max.isfinite(), new_max, 0.0)
         rescale = torch.exp(running_max - safe_max)
@@ -119,24 +158,46 @@ def _output_and_lse(
     return output, running_max + total.log()
 
 
-def _block_scores(
+def _tiles(num_queries: int, num_keys: int, causal: bool) -> Iterator[tuple[slice, slice]]:
+    """``(query rows, key columns)`` tiles of :data:`BLOCK`; causal skips tiles in the future."""
+    offset = num_keys - num_queries  # query i sits at key position offset + i
+    for q0 in range(0, num_queries, BLOCK):
+        q1 = min(q0 + BLOCK, num_queries)
+        for k0 in range(0, num_keys, BLOCK):
+            if causal and k0 > offset + q1 - 1:
+                break
+            yield slice(q0, q1), slice(k0, min(k0 + BLOCK, num_keys))
+
+
+def _tile_scores(
     query: Tensor,
     key: Tensor,
-    allowed: Tensor | None,
+    mask: Tensor | None,
     bias: Tensor | None,
+    causal: bool,
     scale: float,
-    start: int,
-    num_queries: int,
-    num_keys: int,
+    rows: slice,
+    cols: slice,
 ) -> Tensor:
-    """Scores of all queries against keys ``[start, start + BLOCK)``, -inf where not allowed."""
-    stop = min(start + BLOCK, num_keys)
-    scores = (query @ key[..., start:stop, :].transpose(-1, -2)) * scale  # (B, H, Q, C)
+    """Scores ``(B, H, rows, cols)``, -inf where a query may not attend."""
+    scores = query[..., rows, :] @ key[..., cols, :].transpose(-1, -2)
+    if scale != 1.0:
+        scores = scores * scale
     if bias is not None:
-        scores = scores + bias[..., start:stop]
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed[..., start:stop], -math.inf)
+        scores = scores + _tile(bias, rows, cols)
+    if mask is not None:
+        scores = scores.masked_fill(~_tile(mask, rows, cols), -math.inf)
+    offset = key.shape[-2] - query.shape[-2]
+    if causal and cols.stop - 1 > offset + rows.start:  # the tile crosses the diagonal
+        query_pos = torch.arange(offset + rows.start, offset + rows.stop, device=query.device)
+        key_pos = torch.arange(cols.start, cols.stop, device=query.device)
+        scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], -math.inf)
     return scores
+
+
+def _tile(x: Tensor, rows: slice, cols: slice) -> Tensor:
+    """A tile of a mask or bias that may be broadcast along the query axis."""
+    return (x if x.shape[-2] == 1 else x[..., rows, :])[..., cols]
 
 
 def attention_stats(
@@ -151,7 +212,7 @@ def attention_stats(
     stats: Iterable[str] = ("entropy",),
     spans: Mapping[str, tuple[int, int]] | None = None,
 ) -> AttentionOutput:
-    """Softmax attention and per-query statistics of its weights, in ``O(Q · BLOCK)`` memory.
+    """Softmax attention and per-query statistics of its weights, without the ``Q × K`` matrix.
 
     Args:
         query: ``(B, H, Q, D)``.
@@ -175,58 +236,78 @@ def attention_stats(
         value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     num_queries, num_keys = query.shape[-2], key.shape[-2]
-    allowed = _allowed(mask, causal, num_queries, num_keys, query.device)
-    output, lse = _output_and_lse(query, key, value, allowed, bias, causal, scale)
-    has_key = (
-        torch.ones_like(lse, dtype=torch.bool)
-        if allowed is None
-        else allowed.any(-1).expand(lse.shape)
-    )
+    if mask is not None and mask.dim() < 4:
+        mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
+    output, lse = _fused(query, key, value, mask, bias, causal, scale)
+    has_key = _has_key(mask, causal, num_queries, num_keys, lse.shape).to(lse.device)
     lse = torch.where(has_key, lse, math.inf)  # exp(s - inf) = 0 for queries with no key
-
+    span_names = [name for name in names if name.startswith("mass:")]
     result: dict[str, Tensor] = {}
-    need_weights = any(n == "entropy" or n.startswith("mass:") for n in names)
-    need_max = "max" in names or "argmax" in names
-    entropy = torch.zeros_like(lse)
-    best = torch.full_like(lse, -math.inf)
-    best_index = torch.zeros(lse.shape, dtype=torch.long, device=lse.device)
-    masses = {span: torch.zeros_like(lse) for span in spans}
-    if need_weights or need_max:
-        for start in range(0, num_keys, BLOCK):
-            scores = _block_scores(query, key, allowed, bias, scale, start, num_queries, num_keys)
-            if need_max:
-                block_best, block_index = scores.max(-1)
-                better = block_best > best
-                best = torch.where(better, block_best, best)
-                best_index = torch.where(better, block_index + start, best_index)
-            if need_weights:
-                log_weights = scores - lse.unsqueeze(-1)  # (B, H, Q, C), -inf where masked
-                weights = torch.exp(log_weights)
-                finite = torch.where(weights > 0, log_weights, 0.0)
-                entropy = entropy - (weights * finite).sum(-1)
-                for span, (lo, hi) in spans.items():
-                    lo, hi = max(lo, start), min(hi, start + weights.shape[-1])
-                    if lo < hi:
-                        masses[span] = masses[span] + weights[..., lo - start : hi - start].sum(-1)
 
-    for name in names:
-        if name == "entropy":
-            result[name] = entropy
-        elif name == "max":
-            result[name] = torch.exp(best - lse)
-        elif name == "argmax":
-            result[name] = best_index
-        elif name == "sink":
-            first = _block_scores(query, key[..., :1, :], None, None, scale, 0, num_queries, 1)
-            if bias is not None:
-                first = first + bias[..., :1]
-            sink = torch.exp(first.squeeze(-1) - lse)
-            if allowed is not None:
-                sink = sink * allowed[..., 0].expand(sink.shape)
-            result[name] = sink
-        else:
-            result[name] = masses[name.removeprefix("mass:")]
-    return AttentionOutput(output, stats=result)
+    if bias is None and ("entropy" in names or span_names):
+        # Σ_j p_ij s_ij = scale · q_i · (k̄ + Σ_j p_ij (k_j - k̄)): centred keys keep it precise.
+        center = key.mean(dim=-2, keepdim=True)  # (B, H, 1, D)
+        columns = [key - center] if "entropy" in names else []
+        positions = torch.arange(num_keys, device=key.device)
+        for name in span_names:
+            lo, hi = spans[name.removeprefix("mass:")]
+            inside = ((positions >= lo) & (positions < hi)).to(key.dtype)  # (K,)
+            columns.append(inside.expand(*key.shape[:-1]).unsqueeze(-1))
+        extra = torch.cat(columns, dim=-1)  # (B, H, K, n)
+        read, _ = _fused(query, key, extra, mask, None, causal, scale)
+        if "entropy" in names:
+            centred = read[..., : key.shape[-1]]
+            expected_score = scale * (query * (centred + center)).sum(-1)
+            result["entropy"] = torch.where(has_key, lse - expected_score, 0.0)
+        for i, name in enumerate(span_names):
+            result[name] = read[..., -len(span_names) + i]
+
+    need_max = "max" in names or "argmax" in names
+    blocked_weights = bias is not None and ("entropy" in names or span_names)
+    if need_max or blocked_weights:
+        best = torch.full_like(lse, -math.inf)
+        best_index = torch.zeros(lse.shape, dtype=torch.long, device=lse.device)
+        entropy = torch.zeros_like(lse)
+        masses = {name: torch.zeros_like(lse) for name in span_names}
+        scaled = query * scale  # once, rather than on every tile
+        for rows, cols in _tiles(num_queries, num_keys, causal):
+            scores = _tile_scores(scaled, key, mask, bias, causal, 1.0, rows, cols)
+            if need_max:
+                tile_best, tile_index = scores.max(-1)
+                better = tile_best > best[..., rows]
+                best[..., rows] = torch.where(better, tile_best, best[..., rows])
+                best_index[..., rows] = torch.where(
+                    better, tile_index + cols.start, best_index[..., rows]
+                )
+            if blocked_weights:
+                log_weights = scores - lse[..., rows].unsqueeze(-1)  # -inf where masked
+                weights = torch.exp(log_weights)  # (B, H, rows, cols)
+                finite = torch.where(weights > 0, log_weights, 0.0)
+                entropy[..., rows] -= (weights * finite).sum(-1)
+                for name in span_names:
+                    lo, hi = spans[name.removeprefix("mass:")]
+                    lo, hi = max(lo, cols.start), min(hi, cols.stop)
+                    if lo < hi:
+                        inside = weights[..., lo - cols.start : hi - cols.start]
+                        masses[name][..., rows] += inside.sum(-1)
+        if blocked_weights:
+            result.update(masses)
+            if "entropy" in names:
+                result["entropy"] = entropy
+        if "max" in names:
+            result["max"] = torch.exp(best - lse)
+        if "argmax" in names:
+            result["argmax"] = best_index
+
+    if "sink" in names:
+        first_score = (query @ key[..., :1, :].transpose(-1, -2)).squeeze(-1) * scale  # (B, H, Q)
+        if bias is not None:
+            first_score = first_score + bias[..., 0].expand(first_score.shape)
+        sink = torch.exp(first_score - lse)
+        if mask is not None:
+            sink = sink * mask[..., 0].expand(sink.shape)
+        result["sink"] = sink  # key 0 is never in a query's causal future
+    return AttentionOutput(output, stats={name: result[name] for name in names})
 
 
 def stats_from_weights(
