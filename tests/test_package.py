@@ -64,13 +64,16 @@ def test_demo_tour_exact_steps_agree_with_the_reference():
     assert "approximation" in steps["linear"].detail
 
 
-def test_readme_example_runs(capsys):
+def test_readme_examples_run(capsys):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(code, "README.md", "exec"), {})
-    lines = capsys.readouterr().out.splitlines()
-    assert lines == [
+    blocks = [part.split("```", 1)[0] for part in readme.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == [
         "torch.Size([4, 32]) torch.Size([4, 10])",
         "torch.Size([2, 8, 12, 12])",
         "True",
+        "['layers.0.self_attn', 'layers.1.self_attn']",
+        "torch.Size([1, 4, 20])",
     ]

@@ -1,0 +1,180 @@
+"""The cost of seeing attention: attnkit capture() against sdpa and eager, side by side.
+
+A 4-layer Llama-style model (hidden 512, 8 heads, 4 KV heads) built from a config, batch 1, at
+512, 2,048 and 4,096 tokens, forward without autograd:
+
+- plain: the sdpa model, nothing recorded;
+- eager: ``attn_implementation="eager"`` with ``output_attentions=True`` (the usual way to see
+  attention: every N×N matrix);
+- capture: the sdpa model inside ``attnkit.capture(stats=("entropy", "max", "sink",
+  "mass:context"))`` for all layers.
+
+Ratios are medians of per-round ``time / plain time`` (interleaved). Goals (issue 4): capture
+<= 1.3x plain at 2,048 tokens, peak memory <= 1.2x plain at 4,096 tokens. The attention op
+alone (``attention_stats`` with the same statistics against SDPA, goal <= 1.5x) is measured too.
+
+    python benchmarks/capture.py [--lengths 512 2048 4096] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import attnkit
+from attnkit.capture import attention_stats
+from harness import interleaved, machine, markdown_table, write_results
+
+STATS = ("entropy", "max", "sink", "mass:context")
+
+
+def build(implementation: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+    )
+    config._attn_implementation = implementation
+    return LlamaForCausalLM(config).eval()
+
+
+def runners(length: int) -> dict[str, object]:
+    sdpa, eager = build("sdpa"), build("eager")
+    ids = torch.randint(0, 1000, (1, length), generator=torch.Generator().manual_seed(0))
+    spans = {"context": (0, length // 4)}
+
+    def plain():
+        with torch.no_grad():
+            return sdpa(input_ids=ids).logits
+
+    def eager_weights():
+        with torch.no_grad():
+            return eager(input_ids=ids, output_attentions=True).logits
+
+    def captured():
+        with torch.no_grad(), attnkit.capture(sdpa, stats=STATS, spans=spans):
+            return sdpa(input_ids=ids).logits
+
+    return {"plain": plain, "eager": eager_weights, "capture": captured}
+
+
+def op_runners(length: int) -> dict[str, object]:
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 8, length, 64, generator=gen)
+    k, v = (torch.randn(1, 4, length, 64, generator=gen) for _ in range(2))
+    spans = {"context": (0, length // 4)}
+
+    def sdpa():
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    def stats():
+        with torch.no_grad():
+            attention_stats(q, k, v, causal=True, stats=STATS, spans=spans)
+
+    return {"sdpa": sdpa, "stats": stats}
+
+
+def _memory_child(kind: str, length: int) -> None:
+    run = runners(length)[kind]
+    runners(64)[kind]()  # load kernels and thread pools first
+    before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+    run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"{max(peak - before, 0) / 2**20:.1f}")
+
+
+def peak_memory_mib(kind: str, length: int) -> float:
+    command = [sys.executable, __file__, "--memory-child", kind, str(length)]
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def _ratios(times: list[list[float]]) -> list[float]:
+    base = times[0]
+    return [
+        sorted(t / b for t, b in zip(other, base, strict=True))[len(base) // 2] for other in times
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 4096])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        _memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+
+    rows, records = [], []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("measuring", total=len(args.lengths))
+        for length in args.lengths:
+            model = runners(length)
+            model_times = interleaved(list(model.values()), args.repeats, warmup=1)
+            op = op_runners(length)
+            op_times = interleaved(list(op.values()), args.repeats, warmup=1)
+            memory = {kind: peak_memory_mib(kind, length) for kind in model}
+            _, eager_ratio, capture_ratio = _ratios(model_times)
+            record = {
+                "length": length,
+                "plain_ms": 1e3 * sorted(model_times[0])[len(model_times[0]) // 2],
+                "eager_ratio": eager_ratio,
+                "capture_ratio": capture_ratio,
+                "op_sdpa_ms": 1e3 * sorted(op_times[0])[len(op_times[0]) // 2],
+                "op_stats_ratio": _ratios(op_times)[1],
+                "peak_mib": memory,
+                "capture_memory_ratio": memory["capture"] / max(memory["plain"], 1e-9),
+            }
+            records.append(record)
+            rows.append(
+                [
+                    length,
+                    f"{record['plain_ms']:.0f}",
+                    f"{eager_ratio:.2f}x",
+                    f"{capture_ratio:.2f}x",
+                    f"{record['op_stats_ratio']:.2f}x",
+                    " / ".join(f"{memory[k]:.0f}" for k in ("plain", "eager", "capture")),
+                    f"{record['capture_memory_ratio']:.2f}x",
+                ]
+            )
+            progress.advance(task)
+
+    info = machine()
+    title = (
+        "4-layer Llama (hidden 512, 8 heads, 4 KV heads), B=1, forward; capture of "
+        f"{', '.join(STATS)} for all layers; {info['cpu']}, {info['threads']} threads, "
+        f"torch {info['torch']}; {info['date']}"
+    )
+    headers = [
+        "N",
+        "plain sdpa ms",
+        "eager + weights",
+        "attnkit capture",
+        "op: stats vs SDPA",
+        "peak MiB plain / eager / capture",
+        "capture memory",
+    ]
+    table = title + "\n\n" + markdown_table(headers, rows)
+    print(table)
+    print(f"\nwrote {write_results('capture', {'machine': info, 'rows': records}, table)}")
+
+
+if __name__ == "__main__":
+    main()
