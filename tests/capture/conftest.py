@@ -6,7 +6,10 @@ import torch
 
 @pytest.fixture(scope="session")
 def hf_models(tmp_path_factory):
-    """{"llama"|"gpt2": (sdpa model, eager model)}: random weights, saved and loaded offline."""
+    """{family: (sdpa model, eager model)}: random weights, saved and loaded offline.
+
+    Llama (grouped-query, 2 KV heads), Qwen2 (multi-query) and GPT-2.
+    """
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     configs = {
@@ -15,12 +18,21 @@ def hf_models(tmp_path_factory):
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
             bos_token_id=1, eos_token_id=2, pad_token_id=0,
         ),
+        "qwen2": transformers.Qwen2Config(
+            vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),
         "gpt2": transformers.GPT2Config(
             vocab_size=101, n_embd=64, n_layer=2, n_head=4, n_positions=64,
             bos_token_id=1, eos_token_id=2, pad_token_id=0,
         ),
     }  # fmt: skip
-    classes = {"llama": transformers.LlamaForCausalLM, "gpt2": transformers.GPT2LMHeadModel}
+    classes = {
+        "llama": transformers.LlamaForCausalLM,
+        "qwen2": transformers.Qwen2ForCausalLM,
+        "gpt2": transformers.GPT2LMHeadModel,
+    }
     models = {}
     for name, config in configs.items():
         path = tmp_path_factory.mktemp(name)

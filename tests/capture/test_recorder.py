@@ -182,7 +182,7 @@ def test_minilm_eager_model_keeps_output_attentions(minilm):
     assert rec.stats["entropy"][rec.layers[0]].shape == (1, 12, batch["input_ids"].shape[1])
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_decoder_weights_and_stats_equal_eager_with_left_padding(hf_models, family):
     sdpa, eager = hf_models[family]
     ids = torch.randint(3, 101, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -203,7 +203,7 @@ def test_decoder_weights_and_stats_equal_eager_with_left_padding(hf_models, fami
         _assert_stats_match(rec_stats, layer, want, {"prompt": (0, 4)}, keep=real[..., 0])
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_generate_with_kv_cache_equals_one_full_forward(hf_models, family):
     sdpa, eager = hf_models[family]
     prompt = torch.randint(3, 101, (1, 6), generator=torch.Generator().manual_seed(1))
