@@ -251,14 +251,14 @@ def test_rope_scores_depend_on_relative_position_only():
     )
 
     def score(m, n):
-        qm = rope.apply(q, torch.tensor([m]))
-        kn = rope.apply(k, torch.tensor([n]))
+        qm = rope.rotate_at(q, torch.tensor([m]))
+        kn = rope.rotate_at(k, torch.tensor([n]))
         return (qm * kn).sum(-1)
 
     torch.testing.assert_close(score(7, 3), score(107, 103))
     torch.testing.assert_close(score(0, 0), (q * k).sum(-1))
     assert not torch.allclose(score(7, 3), score(3, 7))
-    torch.testing.assert_close(rope.apply(q, torch.tensor([5])).norm(), q.norm())
+    torch.testing.assert_close(rope.rotate_at(q, torch.tensor([5])).norm(), q.norm())
 
 
 def test_positions_refuse_cross_attention_and_unknown_names():

@@ -46,7 +46,7 @@ class RotaryEmbedding(PositionScheme):
         self.head_dim = head_dim
         self.base = base
 
-    def apply(self, x: Tensor, positions: Tensor) -> Tensor:
+    def rotate_at(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x`` ``(..., T, D)`` at integer ``positions`` ``(T,)``.
 
         Angles are computed in float32 (float64 for float64 inputs), then cast to ``x.dtype``.
@@ -63,7 +63,7 @@ class RotaryEmbedding(PositionScheme):
     def rotate(self, query: Tensor, key: Tensor, offset: int) -> tuple[Tensor, Tensor]:
         query_positions = torch.arange(offset, offset + query.shape[-2], device=query.device)
         key_positions = torch.arange(offset, offset + key.shape[-2], device=key.device)
-        return self.apply(query, query_positions), self.apply(key, key_positions)
+        return self.rotate_at(query, query_positions), self.rotate_at(key, key_positions)
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
