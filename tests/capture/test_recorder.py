@@ -228,3 +228,17 @@ def test_interface_is_restored(hf_models):
     with attnkit.capture(sdpa, stats=("entropy",)):
         assert AttentionInterface._global_mapping["sdpa"] is not before["sdpa"]
     assert AttentionInterface._global_mapping == before
+
+
+def test_unsupported_hugging_face_options_raise(hf_models):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    sdpa, _ = hf_models["llama"]
+    layer = sdpa.model.layers[0].self_attn
+    q, k = torch.randn(1, 4, 3, 16), torch.randn(1, 2, 3, 16)
+    with attnkit.capture(sdpa, stats=("entropy",)):
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface("sdpa", None)
+        with pytest.raises(ValueError, match=r"\['softcap'\]"):
+            attend(layer, q, k, k, None, softcap=30.0)
+        out, _ = attend(layer, q, k, k, None, position_bias=torch.zeros(1, 4, 3, 3))
+    assert out.shape == (1, 3, 4, 16)

@@ -305,6 +305,11 @@ def _hf_mask(
     return None, attention_mask.to(dtype)
 
 
+# keyword arguments of Hugging Face attention functions that change the weights in ways the
+# recorder does not reproduce (logit soft-capping, learned sink logits)
+_UNSUPPORTED_HF = ("softcap", "s_aux")
+
+
 @contextmanager
 def _hf_adapter(implementation: str) -> Iterator[None]:
     """Wrap the ``AttentionInterface`` entry of one implementation name for every model."""
@@ -337,7 +342,17 @@ def _hf_adapter(implementation: str) -> Iterator[None]:
                 is_causal=is_causal,
                 **kwargs,
             )
+        unsupported = [name for name in _UNSUPPORTED_HF if kwargs.get(name) is not None]
+        if unsupported:
+            raise ValueError(
+                f"capture() cannot record attention that uses {unsupported} "
+                f"({type(module).__name__}); leave this layer out with layers=[...]"
+            )
         mask, bias = _hf_mask(attention_mask, query.dtype)
+        position_bias = kwargs.get("position_bias")
+        if position_bias is not None:
+            position_bias = position_bias.to(query.dtype)
+            bias = position_bias if bias is None else bias + position_bias
         if is_causal is None:
             is_causal = getattr(module, "is_causal", False)
         causal = bool(is_causal) and attention_mask is None and query.shape[-2] > 1
