@@ -117,3 +117,26 @@ def test_check_stats_adds_span_masses_once():
     names, spans = S.check_stats("entropy", {"ctx": [0, 4]})
     assert names == ("entropy", "mass:ctx")
     assert spans == {"ctx": (0, 4)}
+
+
+def _largest_allocation(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max(event.cpu_memory_usage for event in prof.events())
+
+
+def test_no_query_by_key_matrix_is_allocated():
+    """The largest single allocation is a BLOCK² tile per head, far below H·N² floats."""
+    n, heads = 2048, 8
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, heads, n, 64, generator=gen)
+    k, v = (torch.randn(1, heads // 2, n, 64, generator=gen) for _ in range(2))
+    full_matrix = heads * n * n * 4
+    streamed = _largest_allocation(
+        lambda: S.attention_stats(q, k, v, causal=True, stats=ALL, spans={"c": (0, 100)})
+    )
+    materialized = _largest_allocation(lambda: math_attention(q, k, v, need_weights=True))
+    assert materialized >= full_matrix
+    assert streamed <= heads * S.BLOCK * S.BLOCK * 4 < full_matrix // 8
