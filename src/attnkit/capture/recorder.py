@@ -45,6 +45,8 @@ class Recording:
     Attributes:
         layers: names of the attention layers recorded, in ``named_modules()`` order.
         weights: ``{layer: (B, H, Q, K)}`` when ``weights=True``.
+        grads: ``{layer: (B, H, Q, K)}``, the gradient of what ``backward()`` was called on with
+            respect to each layer's weights, when ``grad=True``.
         stats: ``{statistic: {layer: (B, H, Q)}}`` for the statistics asked for.
     """
 
@@ -53,17 +55,33 @@ class Recording:
     want_stats: tuple[str, ...]
     spans: dict[str, tuple[int, int]]
     heads: list[int] | None
+    want_grad: bool = False
     _weights: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
     _stats: dict[str, dict[str, list[Tensor]]] = field(default_factory=dict, repr=False)
 
     @property
     def weights(self) -> dict[str, Tensor]:
-        merged = {}
+        return {layer: self._join(chunks) for layer, chunks in self._weights.items()}
+
+    @property
+    def grads(self) -> dict[str, Tensor]:
+        if not self.want_grad:
+            raise ValueError("gradients were not recorded: use capture(..., grad=True)")
+        grads = {}
         for layer, chunks in self._weights.items():
-            keys = max(chunk.shape[-1] for chunk in chunks)
-            padded = [F.pad(chunk, (0, keys - chunk.shape[-1])) for chunk in chunks]
-            merged[layer] = torch.cat(padded, dim=-2)
-        return merged
+            if any(chunk.grad is None for chunk in chunks):
+                raise RuntimeError(
+                    f"no gradient for layer {layer!r} yet: call backward() on an output computed "
+                    "inside the capture block, with autograd enabled"
+                )
+            grads[layer] = self._join([chunk.grad for chunk in chunks])
+        return grads
+
+    def _join(self, chunks: list[Tensor]) -> Tensor:
+        """Calls joined along the queries, earlier ones padded with zeros for later keys."""
+        keys = max(chunk.shape[-1] for chunk in chunks)
+        joined = torch.cat([F.pad(chunk, (0, keys - chunk.shape[-1])) for chunk in chunks], -2)
+        return (joined if self.heads is None else joined[:, self.heads]).detach()
 
     @property
     def stats(self) -> dict[str, dict[str, Tensor]]:
@@ -75,7 +93,11 @@ class Recording:
     def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None:
         select = (lambda t: t) if self.heads is None else (lambda t: t[:, self.heads])
         if self.want_weights and weights is not None:
-            self._weights.setdefault(layer, []).append(select(weights.detach()))
+            if self.want_grad and weights.requires_grad:
+                weights.retain_grad()
+            else:
+                weights = weights.detach()
+            self._weights.setdefault(layer, []).append(weights)
         for name in self.want_stats:
             chunk = select(stats[name].detach())
             self._stats.setdefault(name, {}).setdefault(layer, []).append(chunk)
@@ -422,6 +444,7 @@ def capture(
     spans: Mapping[str, tuple[int, int]] | None = None,
     layers: Sequence[str] | None = None,
     heads: Sequence[int] | None = None,
+    grad: bool = False,
 ) -> Iterator[Recording]:
     """Record attention from ``model`` while the block runs.
 
@@ -433,6 +456,8 @@ def capture(
         spans: ``{name: (start, stop)}`` key positions; each adds ``"mass:<name>"``.
         layers: names (from ``model.named_modules()``) of the layers to record; default all.
         heads: head indices to keep; default all.
+        grad: also keep the weights in the autograd graph, so that after ``backward()``
+            ``rec.grads`` holds the gradient with respect to them (implies ``weights=True``).
 
     Yields:
         A :class:`Recording`, filled as the model runs.
@@ -456,7 +481,9 @@ def capture(
         raise ValueError(f"unknown layers {unknown}; attention layers of this model: {found}")
     if heads is not None and not all(isinstance(h, int) and h >= 0 for h in heads):
         raise ValueError(f"heads must be non-negative head indices, got {heads!r}")
-    recording = Recording(chosen, weights, names, spans, None if heads is None else list(heads))
+    recording = Recording(
+        chosen, weights or grad, names, spans, None if heads is None else list(heads), grad
+    )
     modules = dict(model.named_modules())
 
     with ExitStack() as stack:

@@ -1,6 +1,15 @@
 """Explanations from attention, and how far they can be trusted."""
 
 from attnkit.interpret.heads import HeadStats, head_stats
+from attnkit.interpret.relevance import HeadImportance, head_importance, relevance
 from attnkit.interpret.rollout import fuse_heads, rollout
 
-__all__ = ["HeadStats", "fuse_heads", "head_stats", "rollout"]
+__all__ = [
+    "HeadImportance",
+    "HeadStats",
+    "fuse_heads",
+    "head_importance",
+    "head_stats",
+    "relevance",
+    "rollout",
+]
