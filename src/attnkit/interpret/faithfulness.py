@@ -5,6 +5,8 @@
   gradient and leave-one-out importance).
 - :func:`eraser`: comprehensiveness and sufficiency (DeYoung et al. 2020, ERASER) with their
   area over the perturbation curve (AOPC) over bins of the top-ranked tokens.
+- :func:`permutation_test` and :func:`adversarial_attention`: does the output change when the
+  attention weights are shuffled, or replaced by very different ones (Jain & Wallace 2019)?
 
 Models are given as in :mod:`attnkit.interpret.attribution`: ``forward(embeddings, mask)``.
 Removing a token means masking it out, so the model sees a shorter input rather than an
@@ -13,15 +15,28 @@ out-of-distribution replacement.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnkit.interpret.attribution import Classifier
 
-__all__ = ["BINS", "EraserScores", "RankAgreement", "eraser", "rank_agreement"]
+__all__ = [
+    "BINS",
+    "AdversarialResult",
+    "EraserScores",
+    "PermutationResult",
+    "RankAgreement",
+    "adversarial_attention",
+    "eraser",
+    "jensen_shannon",
+    "permutation_test",
+    "permute_weights",
+    "rank_agreement",
+    "total_variation",
+]
 
 BINS = (0.01, 0.05, 0.10, 0.20, 0.50)  # fractions of tokens removed or kept (ERASER)
 
@@ -119,3 +134,135 @@ def eraser(
             comprehensive.append((full - prob(mask & ~top)).mean())
             sufficient.append((full - prob(top)).mean())
     return EraserScores(tuple(bins), torch.stack(comprehensive), torch.stack(sufficient))
+
+
+def permute_weights(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Shuffle each query's weights among the keys it attends to (weight > 0); others stay 0.
+
+    Args:
+        weights: ``(..., K)`` attention weights.
+
+    Returns:
+        The same shape: every row a permutation of its allowed entries.
+    """
+    allowed = weights > 0
+    noise = torch.rand(weights.shape, generator=generator, device=weights.device)
+    shuffled = noise.masked_fill(~allowed, 2.0).argsort(dim=-1)  # allowed keys first, random order
+    positions = torch.arange(weights.shape[-1], device=weights.device).expand_as(weights)
+    in_order = positions.masked_fill(~allowed, weights.shape[-1]).argsort(dim=-1)  # allowed first
+    return torch.zeros_like(weights).scatter(-1, in_order, weights.gather(-1, shuffled))
+
+
+def total_variation(p: Tensor, q: Tensor) -> Tensor:
+    """``½ Σ |p - q|`` over the last dimension."""
+    return 0.5 * (p - q).abs().sum(-1)
+
+
+def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
+    """Jensen–Shannon divergence (nats, at most ln 2) over the last dimension."""
+    middle = 0.5 * (p + q)
+
+    def kl(a: Tensor) -> Tensor:
+        return torch.where(
+            a > 0, a * (a.clamp_min(1e-30) / middle.clamp_min(1e-30)).log(), 0.0
+        ).sum(-1)
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Output change (total variation of the class distribution), ``(B, permutations)``."""
+
+    tvd: Tensor
+
+    @property
+    def median(self) -> Tensor:
+        """Median output change per example, ``(B,)``."""
+        return self.tvd.median(dim=-1).values
+
+
+def permutation_test(
+    model: nn.Module,
+    run: Callable[[], Tensor],
+    layers: Sequence[str] | None = None,
+    permutations: int = 100,
+    seed: int = 0,
+) -> PermutationResult:
+    """How much the output moves when attention weights are randomly permuted (Jain & Wallace).
+
+    Args:
+        model: the model whose attention layers are permuted.
+        run: runs ``model`` on fixed inputs and returns logits ``(B, C)``.
+        layers: layers to permute (default all).
+        permutations: random permutations per example.
+        seed: for the permutations.
+
+    A small change means the output does not depend on *which* tokens get the weight: the
+    weights then say little about why the model decided as it did.
+    """
+    from attnkit.capture import intervene
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        base = run().softmax(-1)
+        changes = []
+        for _ in range(permutations):
+            with intervene(model, lambda _, w: permute_weights(w, generator), layers):
+                changes.append(total_variation(run().softmax(-1), base))
+    return PermutationResult(torch.stack(changes, dim=-1))
+
+
+@dataclass(frozen=True)
+class AdversarialResult:
+    """Most different weights found that keep the output within ``epsilon`` (``(B,)`` each).
+
+    ``jsd``: Jensen–Shannon divergence from the original weights, averaged over heads and
+    queries; ``tvd``: the output change at that point.
+    """
+
+    jsd: Tensor
+    tvd: Tensor
+    epsilon: float
+
+
+def adversarial_attention(
+    model: nn.Module,
+    run: Callable[[], Tensor],
+    layer: str,
+    epsilon: float = 0.01,
+    steps: int = 100,
+    lr: float = 0.5,
+    seed: int = 0,
+) -> AdversarialResult:
+    """Search weights for ``layer`` far from the model's own that leave the output unchanged.
+
+    Gradient ascent on ``JSD(A', A) - λ · max(0, TVD(y', y) - ε)`` over the logits of ``A'``
+    (Jain & Wallace 2019, section 4.2). A large JSD at ``TVD <= ε`` means very different
+    attention explains the same decision equally well. ``run`` must keep autograd enabled.
+    """
+    from attnkit.capture import capture, intervene
+
+    with torch.no_grad(), capture(model, weights=True, layers=[layer]) as rec:
+        base = run().softmax(-1)
+    original = rec.weights[layer]  # (B, H, Q, K)
+    allowed = original > 0
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(original.shape, generator=generator)
+    logits = (original.clamp_min(1e-12).log() + noise).requires_grad_()
+    optimizer = torch.optim.Adam([logits], lr=lr)
+    best_jsd = torch.zeros(original.shape[0])
+    best_tvd = torch.zeros(original.shape[0])
+    for _ in range(steps):
+        candidate = logits.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+        with intervene(model, lambda _, w, chosen=candidate: chosen, [layer]):
+            tvd = total_variation(run().softmax(-1), base)  # (B,)
+        jsd = jensen_shannon(candidate, original).mean(dim=(1, 2))  # (B,)
+        better = (tvd <= epsilon) & (jsd > best_jsd)
+        best_jsd = torch.where(better, jsd.detach(), best_jsd)
+        best_tvd = torch.where(better, tvd.detach(), best_tvd)
+        loss = (-jsd + 100.0 * (tvd - epsilon).clamp_min(0)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return AdversarialResult(best_jsd, best_tvd, epsilon)
