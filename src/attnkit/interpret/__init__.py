@@ -3,13 +3,16 @@
 from attnkit.interpret.heads import HeadStats, head_stats
 from attnkit.interpret.relevance import HeadImportance, head_importance, relevance
 from attnkit.interpret.rollout import fuse_heads, rollout
+from attnkit.interpret.verdicts import MethodVerdict, judge
 
 __all__ = [
     "HeadImportance",
     "HeadStats",
+    "MethodVerdict",
     "fuse_heads",
     "head_importance",
     "head_stats",
+    "judge",
     "relevance",
     "rollout",
 ]

@@ -1,0 +1,36 @@
+"""Verdicts separate a faithful explanation from an unfaithful one on a model with known answers."""
+
+import torch
+
+from attnkit.interpret.attribution import leave_one_out
+from attnkit.interpret.verdicts import MIN_TAU, judge
+
+W = torch.tensor([[1.0, -1.0], [0.5, 0.0], [0.0, 2.0]], dtype=torch.float64)
+
+
+def bag(embeddings, mask):
+    return (embeddings * mask[..., None]).sum(1) @ W
+
+
+def test_judge():
+    gen = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(16, 10, 3, generator=gen, dtype=torch.float64)  # no fp32 ties
+    mask = torch.ones(16, 10, dtype=torch.bool)
+    target = torch.zeros(16, dtype=torch.long)
+    # each token's true contribution to the log-odds of class 0
+    contribution = embeddings @ (W[:, 0] - W[:, 1])
+    verdicts = judge(
+        bag,
+        embeddings,
+        mask,
+        target,
+        {"contribution": contribution, "reversed": -contribution},
+        ("leave-one-out", leave_one_out(bag, embeddings, mask, target)),
+    )
+    good, bad = verdicts
+    assert good.tau > 0.99 and good.trusted and good.p_value < 1e-3
+    assert bad.tau < -0.99 and not bad.trusted
+    assert good.comprehensiveness > good.random_comprehensiveness > bad.comprehensiveness
+    assert "can be read as importance" in good.sentence and "τ = 1.00" in good.sentence
+    assert "do not read it as importance" in bad.sentence
+    assert MIN_TAU == 0.3
