@@ -1,5 +1,6 @@
 """Explanations from attention, and how far they can be trusted."""
 
+from attnkit.interpret.flow import flow
 from attnkit.interpret.heads import HeadStats, head_stats
 from attnkit.interpret.relevance import HeadImportance, head_importance, relevance
 from attnkit.interpret.rollout import fuse_heads, rollout
@@ -9,6 +10,7 @@ __all__ = [
     "HeadImportance",
     "HeadStats",
     "MethodVerdict",
+    "flow",
     "fuse_heads",
     "head_importance",
     "head_stats",
