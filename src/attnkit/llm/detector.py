@@ -1,0 +1,123 @@
+"""Lookback Lens (Chuang et al. 2024): detect contextual hallucination from lookback ratios.
+
+Features are the lookback ratio of every (layer, head), averaged over a span of new tokens (the
+whole answer, or sliding windows of 8 tokens); a logistic regression (scikit-learn) maps them to
+the probability that the span is *not* grounded in the context. The "mean over all heads"
+baseline uses the single feature ``mean LR``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+__all__ = ["LookbackLens", "span_features", "window_features"]
+
+
+def span_features(lookback_ratio: Tensor) -> np.ndarray:
+    """``(n, L, H)`` per-token lookback ratios of one answer → ``(L·H,)`` span means."""
+    if lookback_ratio.dim() != 3 or lookback_ratio.shape[0] == 0:
+        raise ValueError(
+            "lookback_ratio must be (n, L, H) with n >= 1 tokens, "
+            f"got {tuple(lookback_ratio.shape)}"
+        )
+    return lookback_ratio.mean(0).flatten().double().numpy()
+
+
+def window_features(lookback_ratio: Tensor, window: int = 8) -> np.ndarray:
+    """Sliding-window means: ``(max(n - window + 1, 1), L·H)``, one row per window."""
+    if window < 1:
+        raise ValueError(f"window must be positive, got {window}")
+    steps = lookback_ratio.shape[0]
+    size = min(window, steps)
+    windows = lookback_ratio.unfold(0, size, 1)  # (W, L, H, size)
+    return windows.mean(-1).flatten(1).double().numpy()
+
+
+@dataclass
+class LookbackLens:
+    """A logistic-regression detector over lookback-ratio features.
+
+    Attributes:
+        mean_baseline: use only the mean lookback ratio over all heads (the paper's baseline).
+        c: inverse regularization strength of the logistic regression.
+    """
+
+    mean_baseline: bool = False
+    c: float = 1.0
+    _model: object = field(default=None, repr=False)
+
+    def _prepare(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise ValueError(f"features must be (examples, L·H), got shape {features.shape}")
+        return features.mean(1, keepdims=True) if self.mean_baseline else features
+
+    def fit(self, features: np.ndarray, hallucinated: Sequence[int]) -> LookbackLens:
+        """Fit on ``(examples, L·H)`` features and labels (1 = not grounded in the context)."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = np.asarray(hallucinated)
+        if set(np.unique(labels)) != {0, 1}:
+            raise ValueError("hallucinated must hold both labels 0 and 1")
+        self._model = LogisticRegression(C=self.c, max_iter=1000).fit(
+            self._prepare(features), labels
+        )
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probability of hallucination per example, ``(examples,)``."""
+        if self._model is None:
+            raise ValueError("the detector is not fitted: call fit() or load() first")
+        return self._model.predict_proba(self._prepare(features))[:, 1]
+
+    def auroc(self, features: np.ndarray, hallucinated: Sequence[int]) -> float:
+        """Area under the ROC curve on held-out examples."""
+        from sklearn.metrics import roc_auc_score
+
+        return float(roc_auc_score(hallucinated, self.predict_proba(features)))
+
+    def cross_validated_auroc(
+        self, features: np.ndarray, hallucinated: Sequence[int], folds: int = 2, seed: int = 0
+    ) -> float:
+        """Mean AUROC over stratified ``folds`` (two-fold, as in the paper)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        features, labels = np.asarray(features), np.asarray(hallucinated)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        scores = []
+        for train, test in splitter.split(features, labels):
+            detector = LookbackLens(self.mean_baseline, self.c).fit(features[train], labels[train])
+            scores.append(detector.auroc(features[test], labels[test]))
+        return float(np.mean(scores))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted coefficients as JSON (no pickle: safe to load)."""
+        if self._model is None:
+            raise ValueError("the detector is not fitted: nothing to save")
+        payload = {
+            "mean_baseline": self.mean_baseline,
+            "c": self.c,
+            "coef": self._model.coef_.tolist(),
+            "intercept": self._model.intercept_.tolist(),
+        }
+        path = Path(path)
+        path.write_text(json.dumps(payload))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LookbackLens:
+        """A detector saved by :meth:`save`."""
+        from sklearn.linear_model import LogisticRegression
+
+        payload = json.loads(Path(path).read_text())
+        model = LogisticRegression(C=payload["c"])
+        model.coef_ = np.array(payload["coef"])
+        model.intercept_ = np.array(payload["intercept"])
+        model.classes_ = np.array([0, 1])
+        return cls(payload["mean_baseline"], payload["c"], model)
