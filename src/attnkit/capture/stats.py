@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnkit.attention.backends import math_attention
 from attnkit.attention.functional import causal_mask, kv_groups
 from attnkit.attention.output import AttentionOutput
 
@@ -230,6 +231,14 @@ def attention_stats(
         ``int64``, the rest are in the query's dtype.
     """
     names, spans = check_stats(stats, spans)
+    if query.shape[-2] * key.shape[-2] <= BLOCK * BLOCK:
+        # small enough to be one tile (a decoding step, say): the weights cost no more memory
+        # than the tiled pass would, and one plain computation beats several kernel calls
+        reference = math_attention(
+            query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, need_weights=True
+        )
+        stats = stats_from_weights(reference.weights, names, spans)
+        return AttentionOutput(reference.output, stats=stats)
     group = kv_groups(query, key)
     if group > 1:
         key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)

@@ -1,0 +1,113 @@
+"""The cost of attention signals during generation: attnkit.llm.generate vs plain generate().
+
+A small Llama-style model (4 layers, hidden 256, 8 heads, 4 KV heads) built from a config,
+greedy decoding of 64 new tokens after prompts of 128 and 512 tokens, batch 1, sdpa. The ratio is
+the median of per-round ``signals time / plain time`` (interleaved). Goal (issue 7): <= 1.3x.
+
+    python benchmarks/llm.py [--prompts 128 512] [--new 64] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from attnkit.llm import generate
+from harness import interleaved, machine, markdown_table, write_results
+
+
+class WordTokenizer:
+    """A stand-in tokenizer over the model's ids: text is space-separated integers."""
+
+    def __call__(self, text, return_tensors=None, return_offsets_mapping=False):
+        ids = [int(word) for word in text.split()]
+        if return_offsets_mapping:
+            raise ValueError("pass the context as token positions")
+        tensor = torch.tensor([ids])
+        return _Encoding(input_ids=tensor, attention_mask=torch.ones_like(tensor))
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(int(i)) for i in ids)
+
+
+class _Encoding(dict):
+    def to(self, device):
+        return _Encoding({k: v.to(device) for k, v in self.items()})
+
+
+def build():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
+        pad_token_id=0, bos_token_id=None, eos_token_id=None,
+    )  # fmt: skip
+    config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(config).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    model, tokenizer = build(), WordTokenizer()
+    rows, records = [], []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("measuring", total=len(args.prompts))
+        for length in args.prompts:
+            ids = torch.randint(1, 1000, (1, length), generator=torch.Generator().manual_seed(0))
+            text = " ".join(str(int(i)) for i in ids[0])
+            kwargs = {"max_new_tokens": args.new, "min_new_tokens": args.new, "do_sample": False}
+
+            def plain(ids=ids, kwargs=kwargs):
+                with torch.no_grad():
+                    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+
+            def traced(text=text, length=length, kwargs=kwargs):
+                generate(model, tokenizer, text, context=(0, length // 2), **kwargs)
+
+            plain_times, traced_times = interleaved([plain, traced], args.repeats, warmup=1)
+            ratio = sorted(t / p for t, p in zip(traced_times, plain_times, strict=True))
+            record = {
+                "prompt": length,
+                "new_tokens": args.new,
+                "plain_ms": 1e3 * sorted(plain_times)[len(plain_times) // 2],
+                "signals_ms": 1e3 * sorted(traced_times)[len(traced_times) // 2],
+                "ratio": ratio[len(ratio) // 2],
+            }
+            records.append(record)
+            rows.append(
+                [
+                    length,
+                    args.new,
+                    f"{record['plain_ms']:.0f}",
+                    f"{record['signals_ms']:.0f}",
+                    f"{record['ratio']:.2f}x",
+                ]
+            )
+            progress.advance(task)
+    info = machine()
+    title = (
+        "Greedy generation with attention signals (lookback ratio, entropy, sink, max, argmax "
+        f"for all layers and heads); {info['cpu']}, {info['threads']} threads, "
+        f"torch {info['torch']}; {info['date']}"
+    )
+    headers = ["prompt tokens", "new tokens", "plain ms", "with signals ms", "ratio"]
+    table = title + "\n\n" + markdown_table(headers, rows)
+    print(table)
+    print(f"\nwrote {write_results('llm', {'machine': info, 'rows': records}, table)}")
+
+
+if __name__ == "__main__":
+    main()
