@@ -237,7 +237,7 @@ def attention_stats(
         reference = math_attention(
             query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, need_weights=True
         )
-        stats = stats_from_weights(reference.weights, names, spans)
+        stats = _read_weights(reference.weights, names, spans)
         return AttentionOutput(reference.output, stats=stats)
     group = kv_groups(query, key)
     if group > 1:
@@ -323,7 +323,12 @@ def stats_from_weights(
     weights: Tensor, stats: Iterable[str], spans: Mapping[str, tuple[int, int]] | None = None
 ) -> dict[str, Tensor]:
     """The same statistics read off materialized weights ``(B, H, Q, K)`` (the reference)."""
-    names, spans = check_stats(stats, spans)
+    return _read_weights(weights, *check_stats(stats, spans))
+
+
+def _read_weights(
+    weights: Tensor, names: Iterable[str], spans: Mapping[str, tuple[int, int]]
+) -> dict[str, Tensor]:
     result = {}
     for name in names:
         if name == "entropy":

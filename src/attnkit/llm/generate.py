@@ -97,10 +97,12 @@ def generate(
     new_ids = sequence[length:]
     steps = len(new_ids)
 
+    recorded = rec.stats  # joins every call's rows once
+
     def per_token(name: str) -> Tensor:
         # the query making new token t sits at position length - 1 + t
         rows = [
-            rec.stats[name][layer][0, :, length - 1 : length - 1 + steps] for layer in rec.layers
+            recorded[name][layer][0, :, length - 1 : length - 1 + steps] for layer in rec.layers
         ]
         return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
 
