@@ -1,0 +1,179 @@
+"""A self-contained HTML report of explanations and their verdicts: one file, no network.
+
+Sections: the verdict table, a token heatmap per explanation method, a layer × head grid of small
+attention heatmaps, and a larger view of every head of one layer. Token text is escaped (model
+inputs are untrusted). Long inputs stay usable: heatmap images are average-pooled to at most
+:data:`MAX_PIXELS` cells a side, and token strips simply wrap. Figures are PNGs embedded as base64;
+:func:`save_figures` also writes them as PNG and SVG files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.interpret.verdicts import MethodVerdict
+
+__all__ = ["MAX_PIXELS", "attention_figure", "render_report", "save_figures"]
+
+MAX_PIXELS = 128  # largest side of a pooled attention heatmap
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:80rem}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+.ok{color:#1a7f37}.no{color:#b42318}.tokens{line-height:2;margin:.5rem 0 1.5rem}
+.tok{padding:.1rem .15rem;border-radius:.2rem;white-space:pre}
+.grid{display:grid;gap:4px}.grid img{width:100%;image-rendering:pixelated}
+.cell{font-size:.7rem;text-align:center}
+"""
+
+
+def _pool(matrix: Tensor) -> Tensor:
+    """Average-pool a ``(Q, K)`` matrix to at most ``MAX_PIXELS`` a side."""
+    rows, cols = matrix.shape
+    if max(rows, cols) <= MAX_PIXELS:
+        return matrix
+    size = (min(rows, MAX_PIXELS), min(cols, MAX_PIXELS))
+    return F.adaptive_avg_pool2d(matrix[None, None].float(), size)[0, 0]
+
+
+def attention_figure(matrix: Tensor, title: str = "", size: float = 1.2):
+    """A matplotlib figure of one ``(Q, K)`` attention matrix (pooled when large)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(size, size), dpi=100)
+    axes.imshow(_pool(matrix.detach().cpu()).numpy(), cmap="viridis", interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        axes.set_title(title, fontsize=6)
+    figure.tight_layout(pad=0.1)
+    return figure
+
+
+def _png(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _token_strip(tokens: Sequence[str], scores: Tensor) -> str:
+    values = scores.detach().float().cpu()
+    peak = values.abs().max().item() or 1.0
+    spans = []
+    for token, value in zip(tokens, values.tolist(), strict=True):
+        alpha = abs(value) / peak
+        color = f"rgba(220,38,38,{alpha:.2f})" if value >= 0 else f"rgba(37,99,235,{alpha:.2f})"
+        spans.append(
+            f'<span class="tok" style="background:{color}" title="{value:.4g}">'
+            f"{html.escape(token)}</span>"
+        )
+    return '<div class="tokens">' + " ".join(spans) + "</div>"
+
+
+def _verdict_table(verdicts: Sequence[MethodVerdict]) -> str:
+    rows = []
+    for v in verdicts:
+        mark = '<span class="ok">trust</span>' if v.trusted else '<span class="no">do not</span>'
+        rows.append(
+            f"<tr><td>{html.escape(v.method)}</td><td>{mark}</td><td>{v.tau:.2f}</td>"
+            f"<td>{v.p_value:.2g}</td><td>{v.comprehensiveness:.3f}</td>"
+            f"<td>{v.random_comprehensiveness:.3f}</td><td>{v.sufficiency:.3f}</td>"
+            f"<td>{html.escape(v.sentence)}</td></tr>"
+        )
+    header = (
+        "<tr><th>method</th><th>verdict</th><th>τ vs reference</th><th>p</th>"
+        "<th>comprehensiveness</th><th>random</th><th>sufficiency</th><th>in words</th></tr>"
+    )
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def render_report(
+    tokens: Sequence[str],
+    explanations: Mapping[str, Tensor],
+    verdicts: Sequence[MethodVerdict] = (),
+    weights: Mapping[str, Tensor] | None = None,
+    head_layer: str | None = None,
+    title: str = "attnkit explanation",
+) -> str:
+    """The report as one HTML string.
+
+    Args:
+        tokens: the ``N`` input tokens, as text.
+        explanations: ``{method: (N,) importance}``.
+        verdicts: from :func:`attnkit.interpret.judge`.
+        weights: ``{layer: (H, N, N)}`` attention of one example, for the grid and head view.
+        head_layer: the layer to show head by head (default the last).
+    """
+    for method, scores in explanations.items():
+        if scores.shape != (len(tokens),):
+            raise ValueError(
+                f"explanations[{method!r}] must have one score per token ({len(tokens)}), "
+                f"got shape {tuple(scores.shape)}"
+            )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
+    if verdicts:
+        parts += [
+            "<h2>Can these explanations be read as importance?</h2>",
+            _verdict_table(verdicts),
+        ]
+    parts.append(f"<h2>Token importance ({len(tokens)} tokens)</h2>")
+    for method, scores in explanations.items():
+        parts += [f"<h3>{html.escape(method)}</h3>", _token_strip(tokens, scores)]
+    if weights:
+        layers = list(weights)
+        heads = next(iter(weights.values())).shape[0]
+        parts.append("<h2>Attention by layer and head</h2>")
+        parts.append(f'<div class="grid" style="grid-template-columns:repeat({heads},1fr)">')
+        for layer in layers:
+            for head in range(heads):
+                image = _png(attention_figure(weights[layer][head]))
+                label = html.escape(f"{layer} · head {head}")
+                parts.append(
+                    f'<div class="cell"><img alt="{label}" src="data:image/png;base64,{image}">'
+                    f"<div>{label}</div></div>"
+                )
+        parts.append("</div>")
+        chosen = head_layer if head_layer is not None else layers[-1]
+        if chosen not in weights:
+            raise ValueError(f"head_layer must be one of {layers}, got {chosen!r}")
+        parts.append(f"<h2>Heads of {html.escape(chosen)}</h2>")
+        parts.append('<div class="grid" style="grid-template-columns:repeat(4,1fr)">')
+        for head in range(heads):
+            image = _png(attention_figure(weights[chosen][head], f"head {head}", size=3.0))
+            parts.append(f'<img alt="head {head}" src="data:image/png;base64,{image}">')
+        parts.append("</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def save_figures(weights: Mapping[str, Tensor], directory: str | Path) -> list[Path]:
+    """Write each head's heatmap as PNG and SVG: ``<layer>.head<h>.{png,svg}``."""
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for layer, matrices in weights.items():
+        for head in range(matrices.shape[0]):
+            figure = attention_figure(matrices[head], f"{layer} head {head}", size=3.0)
+            for suffix in ("png", "svg"):
+                path = directory / f"{layer or 'model'}.head{head}.{suffix}"
+                figure.savefig(path)
+                written.append(path)
+            plt.close(figure)
+    return written
