@@ -77,3 +77,19 @@ def test_readme_examples_run(capsys):
         "['layers.0.self_attn', 'layers.1.self_attn']",
         "torch.Size([1, 4, 20])",
     ]
+
+
+def test_cli_explain_writes_a_report(tmp_path):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["explain", "minilm", "a fine film", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "leave-one-out" in result.output and out.is_file()
+    assert "fine" in out.read_text()
+
+    def words(output):  # the error box wraps lines and draws borders
+        return " ".join(output.replace("│", " ").split())
+
+    bad = CliRunner().invoke(app, ["explain", str(tmp_path), "text"])
+    assert bad.exit_code == 2 and "is not a Hugging Face model directory" in words(bad.output)
+    beyond = CliRunner().invoke(app, ["explain", "minilm", "text", "--example", "3"])
+    assert beyond.exit_code == 2 and "--example must be below" in words(beyond.output)

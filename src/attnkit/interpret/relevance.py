@@ -13,13 +13,14 @@ Both read the recorded weights ``A`` and the gradient ``∇A`` of a target with 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HeadImportance", "head_importance", "relevance"]
+__all__ = ["HeadImportance", "head_importance", "kept_parameter_grads", "relevance"]
 
 
 def _as_list(x: Sequence[Tensor] | Mapping[str, Tensor]) -> list[Tensor]:
@@ -59,6 +60,20 @@ def relevance(
     return result
 
 
+@contextmanager
+def kept_parameter_grads(model: nn.Module) -> Iterator[None]:
+    """Run ``backward()`` inside without touching the ``.grad`` of ``model``'s parameters."""
+    parameters = list(model.parameters())
+    saved = [p.grad for p in parameters]  # set aside, so backward() cannot add to them
+    for parameter in parameters:
+        parameter.grad = None
+    try:
+        yield
+    finally:
+        for parameter, grad in zip(parameters, saved, strict=True):
+            parameter.grad = grad
+
+
 @dataclass(frozen=True)
 class HeadImportance:
     """Importance ``(L, H)`` per layer and head (rows normalized to unit L2 norm if asked)."""
@@ -94,13 +109,9 @@ def head_importance(
     """
     from attnkit.capture import capture
 
-    parameters = list(model.parameters())
-    saved = [p.grad for p in parameters]  # set aside, so backward() cannot add to them
-    for parameter in parameters:
-        parameter.grad = None
     totals: dict[str, Tensor] = {}
     count = 0
-    try:
+    with kept_parameter_grads(model):
         for batch in batches:
             with torch.enable_grad(), capture(model, grad=True, layers=layers) as rec:
                 loss_fn(model, batch).backward()
@@ -108,9 +119,6 @@ def head_importance(
                 per_example = (weights * rec.grads[layer]).sum(dim=(-1, -2)).abs()  # (B, H)
                 totals[layer] = totals.get(layer, 0) + per_example.sum(0)
             count += next(iter(rec.weights.values())).shape[0]
-    finally:
-        for parameter, grad in zip(parameters, saved, strict=True):
-            parameter.grad = grad
     if not count:
         raise ValueError("batches must hold at least one batch")
     scores = torch.stack(list(totals.values())) / count  # (L, H)
