@@ -92,3 +92,9 @@ def test_forward_errors_name_the_argument():
         att(torch.randn(2, 4), torch.randn(2, 3, 6), torch.randn(2, 4, 6))
     with pytest.raises(TypeError, match="mask must have dtype torch.bool"):
         att(torch.randn(2, 4), torch.randn(2, 3, 6), mask=torch.ones(2, 3))
+
+
+def test_non_tensor_inputs_are_a_type_error():
+    att = SoftAttention(4, 4)
+    with pytest.raises(TypeError, match="keys must be a torch.Tensor"):
+        att(torch.randn(2, 4), [[1.0]])

@@ -20,6 +20,7 @@ __all__ = [
     "entmax15",
     "general_score",
     "kv_groups",
+    "memory_inputs",
     "normalize",
     "prepare_mask",
     "scaled_dot_score",
@@ -116,6 +117,44 @@ def kv_groups(query: Tensor, key: Tensor) -> int:
             f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
         )
     return heads // kv_heads
+
+
+def memory_inputs(
+    query: Tensor, keys: Tensor, values: Tensor | None, query_dim: int, key_dim: int
+) -> tuple[Tensor, Tensor, bool]:
+    """Check the inputs of a single-head mechanism that reads a memory (soft or hard attention).
+
+    Args:
+        query: ``(B, Q, Dq)``, or ``(B, Dq)`` for one query per example.
+        keys: ``(B, K, Dk)``.
+        values: ``(B, K, Dv)``, or ``None`` to read the keys.
+
+    Returns:
+        ``(query (B, Q, Dq), values (B, K, Dv), single)``, ``single`` when the query had no
+        ``Q`` dimension.
+    """
+    values = keys if values is None else values
+    for name, tensor in (("query", query), ("keys", keys), ("values", values)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    single = query.ndim == 2
+    if single:
+        query = query.unsqueeze(1)  # (B, 1, Dq)
+    if query.ndim != 3 or query.shape[-1] != query_dim:
+        raise ValueError(
+            f"query must be (B, {query_dim}) or (B, Q, {query_dim}), got shape {tuple(query.shape)}"
+        )
+    if keys.ndim != 3 or keys.shape[-1] != key_dim or keys.shape[0] != query.shape[0]:
+        raise ValueError(
+            f"keys must be (B, K, {key_dim}) with the query's batch size {query.shape[0]}, "
+            f"got shape {tuple(keys.shape)}"
+        )
+    if values.ndim != 3 or values.shape[:2] != keys.shape[:2]:
+        raise ValueError(
+            f"values must be (B, K, Dv) with keys' (B, K) = {tuple(keys.shape[:2])}, "
+            f"got shape {tuple(values.shape)}"
+        )
+    return query, values, single
 
 
 # ----------------------------------------------------------------------------- masks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from attnkit.attention.functional import NORMALIZERS, normalize, prepare_mask
+from attnkit.attention.functional import NORMALIZERS, memory_inputs, normalize, prepare_mask
 from attnkit.attention.output import AttentionOutput
 from attnkit.attention.scores import make_score
 
@@ -79,25 +79,7 @@ class SoftAttention(nn.Module):
             ``AttentionOutput(output (B, Q, Dv), weights (B, Q, K))``, without the ``Q``
             dimension for a single query.
         """
-        values = keys if values is None else values
-        single = query.ndim == 2
-        if single:
-            query = query.unsqueeze(1)  # (B, 1, Dq)
-        if query.ndim != 3 or query.shape[-1] != self.query_dim:
-            raise ValueError(
-                f"query must be (B, {self.query_dim}) or (B, Q, {self.query_dim}), "
-                f"got shape {tuple(query.shape)}"
-            )
-        if keys.ndim != 3 or keys.shape[-1] != self.key_dim or keys.shape[0] != query.shape[0]:
-            raise ValueError(
-                f"keys must be (B, K, {self.key_dim}) with the query's batch size "
-                f"{query.shape[0]}, got shape {tuple(keys.shape)}"
-            )
-        if values.ndim != 3 or values.shape[:2] != keys.shape[:2]:
-            raise ValueError(
-                f"values must be (B, K, Dv) with keys' (B, K) = {tuple(keys.shape[:2])}, "
-                f"got shape {tuple(values.shape)}"
-            )
+        query, values, single = memory_inputs(query, keys, values, self.query_dim, self.key_dim)
         scores = self.score(query, keys)  # (B, Q, K)
         mask = prepare_mask(mask, scores.shape)
         weights = normalize(scores, mask, self.normalizer, self.temperature)
