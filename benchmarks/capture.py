@@ -19,7 +19,6 @@ alone (``attention_stats`` with the same statistics against SDPA, goal <= 1.5x) 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import attnkit
 from attnkit.capture import attention_stats
-from harness import interleaved, machine, markdown_table, write_results
+from harness import (
+    interleaved,
+    machine,
+    markdown_table,
+    peak_resident_mib,
+    resident_mib,
+    write_results,
+)
 
 STATS = ("entropy", "max", "sink", "mass:context")
 
@@ -94,15 +100,17 @@ def op_runners(length: int) -> dict[str, object]:
 def _memory_child(kind: str, length: int) -> None:
     run = runners(length)[kind]
     runners(64)[kind]()  # load kernels and thread pools first
-    before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+    before = resident_mib()
     run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"{max(peak - before, 0) / 2**20:.1f}")
+    print(f"{peak_resident_mib():.1f} {max(peak_resident_mib() - before, 0):.1f}")
 
 
-def peak_memory_mib(kind: str, length: int) -> float:
+def peak_memory_mib(kind: str, length: int) -> tuple[float, float]:
+    """(peak resident MiB of the whole process, MiB the forward added) in a fresh process."""
     command = [sys.executable, __file__, "--memory-child", kind, str(length)]
-    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    peak, added = (float(x) for x in output.split())
+    return peak, added
 
 
 def _ratios(times: list[list[float]]) -> list[float]:
@@ -139,8 +147,9 @@ def main() -> None:
                 "capture_ratio": capture_ratio,
                 "op_sdpa_ms": 1e3 * sorted(op_times[0])[len(op_times[0]) // 2],
                 "op_stats_ratio": _ratios(op_times)[1],
-                "peak_mib": memory,
-                "capture_memory_ratio": memory["capture"] / max(memory["plain"], 1e-9),
+                "peak_mib": {kind: peak for kind, (peak, _) in memory.items()},
+                "forward_added_mib": {kind: added for kind, (_, added) in memory.items()},
+                "capture_memory_ratio": memory["capture"][0] / memory["plain"][0],
             }
             records.append(record)
             rows.append(
@@ -150,7 +159,8 @@ def main() -> None:
                     f"{eager_ratio:.2f}x",
                     f"{capture_ratio:.2f}x",
                     f"{record['op_stats_ratio']:.2f}x",
-                    " / ".join(f"{memory[k]:.0f}" for k in ("plain", "eager", "capture")),
+                    " / ".join(f"{memory[k][0]:.0f}" for k in ("plain", "eager", "capture")),
+                    " / ".join(f"{memory[k][1]:.0f}" for k in ("plain", "eager", "capture")),
                     f"{record['capture_memory_ratio']:.2f}x",
                 ]
             )
@@ -169,7 +179,8 @@ def main() -> None:
         "attnkit capture",
         "op: stats vs SDPA",
         "peak MiB plain / eager / capture",
-        "capture memory",
+        "forward adds MiB plain / eager / capture",
+        "capture peak vs plain",
     ]
     table = title + "\n\n" + markdown_table(headers, rows)
     print(table)

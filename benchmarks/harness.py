@@ -82,6 +82,27 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def resident_mib() -> float:
+    """This process's resident memory now, in MiB."""
+    return _status_kib("VmRSS") / 1024
+
+
+def peak_resident_mib() -> float:
+    """This process's peak resident memory, in MiB.
+
+    Read from ``VmHWM``, which starts afresh in a new program; ``getrusage``'s ``ru_maxrss`` would
+    carry over the high-water mark of the parent that forked it.
+    """
+    return _status_kib("VmHWM") / 1024
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

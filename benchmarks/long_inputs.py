@@ -12,7 +12,6 @@ linear backend is faster. Peak memory of one forward is measured in a child proc
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,15 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.attention import backends
-from harness import interleaved, machine, markdown_table, median_ratio, write_results
+from harness import (
+    interleaved,
+    machine,
+    markdown_table,
+    median_ratio,
+    peak_resident_mib,
+    resident_mib,
+    write_results,
+)
 
 HEADS, HEAD_DIM = 8, 64
 
@@ -47,10 +54,9 @@ def _call(name: str, length: int, causal: bool):
 def _memory_child(name: str, length: int, causal: bool) -> None:
     _call(name, 256, causal)()  # load the kernels before measuring
     run = _call(name, length, causal)
-    before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+    before = resident_mib()
     run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"{max(peak - before, 0) / 2**20:.1f}")
+    print(f"{max(peak_resident_mib() - before, 0):.1f}")
 
 
 def peak_memory_mib(name: str, length: int, causal: bool) -> float:

@@ -19,7 +19,6 @@ no autograd), with ``need_weights=True`` beside it for the cost of materialized 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,16 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit import MultiHeadAttention
-from harness import interleaved, machine, markdown_table, matmul_gflops, median_ratio, write_results
+from harness import (
+    interleaved,
+    machine,
+    markdown_table,
+    matmul_gflops,
+    median_ratio,
+    peak_resident_mib,
+    resident_mib,
+    write_results,
+)
 
 EMBED, HEADS = 512, 8
 
@@ -136,11 +144,9 @@ def _memory_child(kind: str, length: int, causal: bool) -> None:
     x = torch.randn(1, length, EMBED)
     with torch.no_grad():
         run(x[:, :64])  # load the kernels' libraries and thread pools before measuring
-        page = resource.getpagesize()
-        before = int(Path("/proc/self/statm").read_text().split()[1]) * page
+        before = resident_mib()
         run(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"{max(peak - before, 0) / 2**20:.1f}")
+    print(f"{max(peak_resident_mib() - before, 0):.1f}")
 
 
 def main() -> None:
