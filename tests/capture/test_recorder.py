@@ -12,7 +12,7 @@ from attnkit.capture import attention_layers, stats_from_weights
 STATS = ("entropy", "max", "argmax", "sink")
 
 
-@pytest.fixture(autouse=True, params=[512, 4], ids=["one-tile", "streamed"])
+@pytest.fixture(autouse=True, params=[256, 4], ids=["one-tile", "streamed"])
 def block(request, monkeypatch):
     """Run every test with short inputs as one tile, and again streamed over 4-key blocks."""
     from attnkit.capture import stats

@@ -131,7 +131,7 @@ def _largest_allocation(fn) -> int:
 
 
 def test_no_query_by_key_matrix_is_allocated():
-    """The largest single allocation is a BLOCK² tile per head, far below H·N² floats."""
+    """The largest single allocation is a tile or an O(N·D) copy, far below H·N² floats."""
     n, heads = 2048, 8
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(1, heads, n, 64, generator=gen)
@@ -142,4 +142,5 @@ def test_no_query_by_key_matrix_is_allocated():
     )
     materialized = _largest_allocation(lambda: math_attention(q, k, v, need_weights=True))
     assert materialized >= full_matrix
-    assert streamed <= heads * S.BLOCK * S.BLOCK * 4 < full_matrix // 8
+    linear = 2 * q.numel() * 4  # (B, H, N, D)-sized copies, padded a column or two
+    assert streamed <= max(heads * S.BLOCK * S.BLOCK * 4, linear) < full_matrix // 8
