@@ -33,7 +33,13 @@ def test_import_needs_only_torch_and_numpy():
 
 
 def test_public_api():
-    for name in ["AttentionOutput", "KVCache", "MultiHeadAttention", "SoftAttention"]:
+    for name in [
+        "AttentionOutput",
+        "HardAttention",
+        "KVCache",
+        "MultiHeadAttention",
+        "SoftAttention",
+    ]:
         assert hasattr(attnkit, name), name
     assert attnkit.__version__
 

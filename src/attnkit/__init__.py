@@ -5,6 +5,7 @@
 
 from attnkit.attention import (
     AttentionOutput,
+    HardAttention,
     KVCache,
     MultiHeadAttention,
     SoftAttention,
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttentionOutput",
+    "HardAttention",
     "KVCache",
     "MultiHeadAttention",
     "SoftAttention",

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from attnkit.attention.functional import prepare_mask, softmax
+from attnkit.attention.functional import memory_inputs, prepare_mask, softmax
 from attnkit.attention.output import AttentionOutput
 from attnkit.attention.scores import make_score
 
@@ -347,28 +347,7 @@ class HardAttention(nn.Module):
             distribution's entropy over the allowed keys. Both are 0 for a query with no
             allowed key.
         """
-        values = keys if values is None else values
-        for name, tensor in (("query", query), ("keys", keys), ("values", values)):
-            if not isinstance(tensor, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        single = query.ndim == 2
-        if single:
-            query = query.unsqueeze(1)  # (B, 1, Dq)
-        if query.ndim != 3 or query.shape[-1] != self.query_dim:
-            raise ValueError(
-                f"query must be (B, {self.query_dim}) or (B, Q, {self.query_dim}), "
-                f"got shape {tuple(query.shape)}"
-            )
-        if keys.ndim != 3 or keys.shape[-1] != self.key_dim or keys.shape[0] != query.shape[0]:
-            raise ValueError(
-                f"keys must be (B, K, {self.key_dim}) with the query's batch size "
-                f"{query.shape[0]}, got shape {tuple(keys.shape)}"
-            )
-        if values.ndim != 3 or values.shape[:2] != keys.shape[:2]:
-            raise ValueError(
-                f"values must be (B, K, Dv) with keys' (B, K) = {tuple(keys.shape[:2])}, "
-                f"got shape {tuple(values.shape)}"
-            )
+        query, values, single = memory_inputs(query, keys, values, self.query_dim, self.key_dim)
         if self.k > keys.shape[1]:
             raise ValueError(f"k = {self.k} is larger than the number of keys K = {keys.shape[1]}")
         scores = self.score(query, keys)  # (B, Q, K)

@@ -288,50 +288,43 @@ def _load(module: nn.Module, state: dict[str, Tensor], tied: bool) -> None:
         raise ValueError(f"checkpoint does not fit: missing {missing}, unexpected {unexpected}")
 
 
+# attnkit name -> Hugging Face Llama name, for parameters that map one to one
+_GLOBAL_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
+_BLOCK_NAMES = {
+    "attn.out_proj.weight": "self_attn.o_proj.weight",
+    "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    "mlp.gate.weight": "mlp.gate_proj.weight",
+    "mlp.up.weight": "mlp.up_proj.weight",
+    "mlp.down.weight": "mlp.down_proj.weight",
+}
+
+
+def _name_pairs(config: CausalLMConfig) -> list[tuple[str, str]]:
+    """Every (attnkit, Llama) pair of names except the fused q/k/v projection."""
+    pairs = list(_GLOBAL_NAMES.items())
+    if not config.tie_embeddings:
+        pairs.append(("head.weight", "lm_head.weight"))
+    for i in range(config.num_layers):
+        pairs += [(f"blocks.{i}.{a}", f"model.layers.{i}.{b}") for a, b in _BLOCK_NAMES.items()]
+    return pairs
+
+
 def _to_llama(state: dict[str, Tensor], config: CausalLMConfig) -> dict[str, Tensor]:
     """attnkit parameter names to Hugging Face Llama's."""
+    out = {theirs: state[ours] for ours, theirs in _name_pairs(config)}
     kv = config.num_kv_heads * (config.dim // config.num_heads)
-    out = {
-        "model.embed_tokens.weight": state["embed.weight"],
-        "model.norm.weight": state["norm.weight"],
-    }
-    if not config.tie_embeddings:
-        out["lm_head.weight"] = state["head.weight"]
     for i in range(config.num_layers):
-        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        q, k, v = state[ours + "attn.in_proj_weight"].split([config.dim, kv, kv])
-        out |= {
-            theirs + "self_attn.q_proj.weight": q,
-            theirs + "self_attn.k_proj.weight": k,
-            theirs + "self_attn.v_proj.weight": v,
-            theirs + "self_attn.o_proj.weight": state[ours + "attn.out_proj.weight"],
-            theirs + "input_layernorm.weight": state[ours + "attn_norm.weight"],
-            theirs + "post_attention_layernorm.weight": state[ours + "mlp_norm.weight"],
-            theirs + "mlp.gate_proj.weight": state[ours + "mlp.gate.weight"],
-            theirs + "mlp.up_proj.weight": state[ours + "mlp.up.weight"],
-            theirs + "mlp.down_proj.weight": state[ours + "mlp.down.weight"],
-        }
+        fused = state[f"blocks.{i}.attn.in_proj_weight"].split([config.dim, kv, kv])
+        for name, weight in zip("qkv", fused, strict=True):
+            out[f"model.layers.{i}.self_attn.{name}_proj.weight"] = weight
     return out
 
 
 def _from_llama(state: dict[str, Tensor], config: CausalLMConfig) -> dict[str, Tensor]:
     """Hugging Face Llama parameter names to attnkit's (the inverse of :func:`_to_llama`)."""
-    out = {
-        "embed.weight": state["model.embed_tokens.weight"],
-        "norm.weight": state["model.norm.weight"],
-    }
-    if not config.tie_embeddings:
-        out["head.weight"] = state["lm_head.weight"]
+    out = {ours: state[theirs] for ours, theirs in _name_pairs(config)}
     for i in range(config.num_layers):
-        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        projections = [state[theirs + f"self_attn.{p}_proj.weight"] for p in "qkv"]
-        out |= {
-            ours + "attn.in_proj_weight": torch.cat(projections),
-            ours + "attn.out_proj.weight": state[theirs + "self_attn.o_proj.weight"],
-            ours + "attn_norm.weight": state[theirs + "input_layernorm.weight"],
-            ours + "mlp_norm.weight": state[theirs + "post_attention_layernorm.weight"],
-            ours + "mlp.gate.weight": state[theirs + "mlp.gate_proj.weight"],
-            ours + "mlp.up.weight": state[theirs + "mlp.up_proj.weight"],
-            ours + "mlp.down.weight": state[theirs + "mlp.down_proj.weight"],
-        }
+        projections = [state[f"model.layers.{i}.self_attn.{p}_proj.weight"] for p in "qkv"]
+        out[f"blocks.{i}.attn.in_proj_weight"] = torch.cat(projections)
     return out
