@@ -19,5 +19,7 @@ format:
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench:  ## speed tables (not tests); see benchmarks/
-	$(BIN)/python benchmarks/mechanisms.py
+bench:  ## speed and memory tables (not tests), written to benchmarks/results/
+	for script in mechanisms long_inputs capture llm; do \
+		HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/$$script.py || exit 1; \
+	done
