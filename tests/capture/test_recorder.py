@@ -252,3 +252,26 @@ def test_unsupported_hugging_face_options_raise(hf_models):
             attend(layer, q, k, k, None, softcap=30.0)
         out, _ = attend(layer, q, k, k, None, position_bias=torch.zeros(1, 4, 3, 3))
     assert out.shape == (1, 3, 4, 16)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_last_query_records_one_row_per_call(hf_models, family):
+    sdpa, _ = hf_models[family]
+    ids = torch.randint(3, 101, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with attnkit.capture(sdpa, stats=STATS, spans={"p": (0, 4)}) as full:
+            expected = sdpa(input_ids=ids).logits
+        with attnkit.capture(sdpa, stats=STATS, spans={"p": (0, 4)}, last_query=True) as last:
+            logits = sdpa(input_ids=ids).logits
+        with attnkit.capture(sdpa, weights=True, last_query=True) as last_weights:
+            sdpa(input_ids=ids)
+    torch.testing.assert_close(logits, expected)
+    for layer in full.layers:
+        for name in (*STATS, "mass:p"):
+            torch.testing.assert_close(last.stats[name][layer], full.stats[name][layer][..., -1:])
+        assert last_weights.weights[layer].shape == (1, 4, 1, 9)
+    with (
+        pytest.raises(ValueError, match="last_query"),
+        attnkit.capture(sdpa, grad=True, last_query=True),
+    ):
+        pass

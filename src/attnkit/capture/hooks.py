@@ -43,6 +43,7 @@ class Listener(Protocol):
     want_weights: bool
     want_stats: tuple[str, ...]
     spans: dict[str, tuple[int, int]]
+    last_query: bool  # only each call's last query is recorded
 
     def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None: ...
 
@@ -95,6 +96,14 @@ def _attend(
             query, key, value, dropout_p=dropout_p, need_weights=True, **kwargs
         )
         stats = stats_from_weights(result.weights, names, spans) if names else {}
+    elif names and all(r.last_query for r, _ in listeners if r.want_stats):
+        # only the last query's statistics are wanted (generation): fused kernel for the
+        # output, statistics for one query row
+        result = backends.get("sdpa").fn(query, key, value, **kwargs)
+        last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal}
+        stats = attention_stats(
+            query[..., -1:, :], key, value, stats=names, spans=spans, scale=scale, **last
+        ).stats
     elif names:
         result = attention_stats(query, key, value, stats=names, spans=spans, **kwargs)
         stats = result.stats
@@ -104,6 +113,11 @@ def _attend(
     for recording, layer in listeners:
         recording._record(layer, result.weights, stats)
     return result.output, result.weights
+
+
+def _last_row(x: Tensor | None) -> Tensor | None:
+    """The last query's row of a mask or bias that may be broadcast along the queries."""
+    return x if x is None or x.shape[-2] == 1 else x[..., -1:, :]
 
 
 # ----------------------------------------------------------------------------- adapters

@@ -43,6 +43,7 @@ class Recording:
     spans: dict[str, tuple[int, int]]
     heads: list[int] | None
     want_grad: bool = False
+    last_query: bool = False
     _weights: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
     _stats: dict[str, dict[str, list[Tensor]]] = field(default_factory=dict, repr=False)
 
@@ -80,6 +81,8 @@ class Recording:
     def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None:
         select = (lambda t: t) if self.heads is None else (lambda t: t[:, self.heads])
         if self.want_weights and weights is not None:
+            if self.last_query:
+                weights = weights[..., -1:, :]
             if self.want_grad and weights.requires_grad:
                 weights.retain_grad()
             else:
@@ -87,6 +90,8 @@ class Recording:
             self._weights.setdefault(layer, []).append(weights)
         for name in self.want_stats:
             chunk = select(stats[name].detach())
+            if self.last_query:
+                chunk = chunk[..., -1:]
             self._stats.setdefault(name, {}).setdefault(layer, []).append(chunk)
 
 
@@ -99,6 +104,7 @@ def capture(
     layers: Sequence[str] | None = None,
     heads: Sequence[int] | None = None,
     grad: bool = False,
+    last_query: bool = False,
 ) -> Iterator[Recording]:
     """Record attention from ``model`` while the block runs.
 
@@ -112,6 +118,8 @@ def capture(
         heads: head indices to keep; default all.
         grad: also keep the weights in the autograd graph, so that after ``backward()``
             ``rec.grads`` holds the gradient with respect to them (implies ``weights=True``).
+        last_query: record only the last query of each call: with ``generate()``, one row per
+            new token; the other queries run on the fused kernel with nothing computed for them.
 
     Yields:
         A :class:`Recording`, filled as the model runs.
@@ -126,8 +134,16 @@ def capture(
     chosen = check_layers(model, layers)
     if heads is not None and not all(isinstance(h, int) and h >= 0 for h in heads):
         raise ValueError(f"heads must be non-negative head indices, got {heads!r}")
+    if grad and last_query:
+        raise ValueError("grad=True records whole weight matrices; it cannot take last_query=True")
     recording = Recording(
-        chosen, weights or grad, names, spans, None if heads is None else list(heads), grad
+        chosen,
+        weights or grad,
+        names,
+        spans,
+        None if heads is None else list(heads),
+        grad,
+        last_query,
     )
     with hooked(model, chosen, listener=recording):
         yield recording

@@ -86,7 +86,7 @@ def generate(
     span = _context_span(tokenizer, prompt, context, length)
     stats = ("entropy", "max", "argmax", "sink")
     spans = {"context": span, "prompt": (0, length)}
-    with torch.no_grad(), capture(model, stats=stats, spans=spans) as rec:
+    with torch.no_grad(), capture(model, stats=stats, spans=spans, last_query=True) as rec:
         output = model.generate(
             input_ids=prompt_ids.to(model.device),
             attention_mask=encoded["attention_mask"].to(model.device),
@@ -100,10 +100,8 @@ def generate(
     recorded = rec.stats  # joins every call's rows once
 
     def per_token(name: str) -> Tensor:
-        # the query making new token t sits at position length - 1 + t
-        rows = [
-            recorded[name][layer][0, :, length - 1 : length - 1 + steps] for layer in rec.layers
-        ]
+        # one row per call: the prompt's last query makes token 0, each decoding step the next
+        rows = [recorded[name][layer][0, :, :steps] for layer in rec.layers]
         return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
 
     new_counts = torch.arange(steps)  # generated tokens visible to each step's query
