@@ -12,13 +12,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnkit.attention.hard import (
-    ESTIMATORS,
-    HardAttention,
+from attnkit.attention.hard import ESTIMATORS, HardAttention, sample_gumbel
+from attnkit.attention.hard_training import (
     MovingAverageBaseline,
     anneal_temperature,
     reinforce_loss,
-    sample_gumbel,
 )
 
 ALL = sorted(ESTIMATORS)

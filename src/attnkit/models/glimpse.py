@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnkit.attention.hard import (
-    ESTIMATORS,
-    HardAttention,
+from attnkit.attention.hard import ESTIMATORS, HardAttention
+from attnkit.attention.hard_training import (
     MovingAverageBaseline,
     anneal_temperature,
     reinforce_loss,
