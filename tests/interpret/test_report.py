@@ -1,5 +1,6 @@
 """The HTML report: self-contained, escaped, usable at 2,000 tokens; figures as PNG and SVG."""
 
+import html
 import re
 import time
 
@@ -9,7 +10,7 @@ import torch
 from attnkit.interpret.report import MAX_PIXELS, render_report, save_figures
 from attnkit.interpret.verdicts import MethodVerdict
 
-VERDICT = MethodVerdict("rollout", "leave-one-out", 0.61, 0.001, 0.3, 0.1, 0.05, True)
+VERDICT = MethodVerdict("rollout", "leave-one-out", 0.61, 0.001, 0.3, 0.1, 0.35, 0.05, True)
 
 
 def _weights(layers, heads, n):
@@ -30,7 +31,7 @@ def test_report_is_self_contained_and_escapes_tokens():
     assert "a &lt;b&gt;test&lt;/b&gt;" in page
     assert not re.search(r"(src|href)=[\"']https?:", page)  # nothing fetched from a network
     assert page.count("data:image/png;base64,") == 2 * 3 + 3  # grid, then the last layer's heads
-    assert VERDICT.sentence in page and "trust" in page
+    assert html.escape(VERDICT.sentence) in page and "trust" in page
 
 
 def test_report_at_2000_tokens_stays_small():

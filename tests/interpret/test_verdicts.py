@@ -1,9 +1,10 @@
 """Verdicts separate a faithful explanation from an unfaithful one on a model with known answers."""
 
+import pytest
 import torch
 
 from attnkit.interpret.attribution import leave_one_out
-from attnkit.interpret.verdicts import MIN_TAU, judge
+from attnkit.interpret.verdicts import MIN_GAIN, judge
 
 W = torch.tensor([[1.0, -1.0], [0.5, 0.0], [0.0, 2.0]], dtype=torch.float64)
 
@@ -29,8 +30,11 @@ def test_judge():
     )
     good, bad = verdicts
     assert good.tau > 0.99 and good.trusted and good.p_value < 1e-3
-    assert bad.tau < -0.99 and not bad.trusted
+    # it ranks like the reference, so it removes what the reference removes: gain 100%
+    assert good.comprehensiveness == pytest.approx(good.reference_comprehensiveness)
+    assert good.gain == pytest.approx(1.0)
+    assert bad.tau < -0.99 and not bad.trusted and bad.gain < 0
     assert good.comprehensiveness > good.random_comprehensiveness > bad.comprehensiveness
-    assert "can be read as importance" in good.sentence and "τ = 1.00" in good.sentence
+    assert "points at what the model uses" in good.sentence and "τ = 1.00" in good.sentence
     assert "do not read it as importance" in bad.sentence
-    assert MIN_TAU == 0.3
+    assert MIN_GAIN == 0.5

@@ -87,13 +87,13 @@ def _verdict_table(verdicts: Sequence[MethodVerdict]) -> str:
     for v in verdicts:
         mark = '<span class="ok">trust</span>' if v.trusted else '<span class="no">do not</span>'
         rows.append(
-            f"<tr><td>{html.escape(v.method)}</td><td>{mark}</td><td>{v.tau:.2f}</td>"
-            f"<td>{v.p_value:.2g}</td><td>{v.comprehensiveness:.3f}</td>"
+            f"<tr><td>{html.escape(v.method)}</td><td>{mark}</td><td>{v.gain:.0%}</td>"
+            f"<td>{v.tau:.2f}</td><td>{v.comprehensiveness:.3f}</td>"
             f"<td>{v.random_comprehensiveness:.3f}</td><td>{v.sufficiency:.3f}</td>"
             f"<td>{html.escape(v.sentence)}</td></tr>"
         )
     header = (
-        "<tr><th>method</th><th>verdict</th><th>τ vs reference</th><th>p</th>"
+        "<tr><th>method</th><th>verdict</th><th>gain vs reference</th><th>τ</th>"
         "<th>comprehensiveness</th><th>random</th><th>sufficiency</th><th>in words</th></tr>"
     )
     return f"<table>{header}{''.join(rows)}</table>"
