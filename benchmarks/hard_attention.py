@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.data.cluttered import load_digits, make_cluttered, split_digits
 from attnkit.models.glimpse import (
@@ -31,29 +32,12 @@ from attnkit.models.glimpse import (
     evaluate,
     train_classifier,
 )
+from harness import machine
 
 CLUTTER = {"none": 0, "some": 4, "heavy": 16}  # fragments of 8 x 8 per 60 x 60 canvas
 MODELS = ["reinforce", "gumbel", "soft", "cnn"]
 TRAIN_DIGITS_PER_EPOCH = 4000
 BATCH = 64
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
 
 
 def build(name: str, glimpses: int) -> GlimpseNetwork | ConvNet:
