@@ -179,20 +179,29 @@ def _tile_scores(
     scale: float,
     rows: slice,
     cols: slice,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """Scores ``(B, H, rows, cols)``, -inf where a query may not attend."""
-    scores = query[..., rows, :] @ key[..., cols, :].transpose(-1, -2)
+    """Scores ``(B, H, rows, cols)``, -inf where a query may not attend.
+
+    ``out``, a buffer of the tile's shape, is written in place when given (no autograd): reusing
+    one buffer saves the page faults of a fresh allocation per tile (about a third of the pass).
+    """
+    tile_query, tile_key = query[..., rows, :], key[..., cols, :].transpose(-1, -2)
+    if out is not None and out.shape[-2:] == (tile_query.shape[-2], tile_key.shape[-1]):
+        scores = torch.matmul(tile_query, tile_key, out=out)
+    else:
+        scores = tile_query @ tile_key
     if scale != 1.0:
-        scores = scores * scale
+        scores = scores.mul_(scale)
     if bias is not None:
-        scores = scores + _tile(bias, rows, cols)
+        scores = scores.add_(_tile(bias, rows, cols))
     if mask is not None:
-        scores = scores.masked_fill(~_tile(mask, rows, cols), -math.inf)
+        scores = scores.masked_fill_(~_tile(mask, rows, cols), -math.inf)
     offset = key.shape[-2] - query.shape[-2]
     if causal and cols.stop - 1 > offset + rows.start:  # the tile crosses the diagonal
         query_pos = torch.arange(offset + rows.start, offset + rows.stop, device=query.device)
         key_pos = torch.arange(cols.start, cols.stop, device=query.device)
-        scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], -math.inf)
+        scores = scores.masked_fill_(key_pos[None, :] > query_pos[:, None], -math.inf)
     return scores
 
 
@@ -279,15 +288,19 @@ def attention_stats(
         entropy = torch.zeros_like(lse)
         masses = {name: torch.zeros_like(lse) for name in span_names}
         scaled = query * scale  # once, rather than on every tile
+        differentiable = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad)
+        buffer = None if differentiable else query.new_empty(*query.shape[:-2], BLOCK, BLOCK)
         for rows, cols in _tiles(num_queries, num_keys, causal):
-            scores = _tile_scores(scaled, key, mask, bias, causal, 1.0, rows, cols)
-            if need_max:
+            scores = _tile_scores(scaled, key, mask, bias, causal, 1.0, rows, cols, buffer)
+            if "argmax" in names:
                 tile_best, tile_index = scores.max(-1)
                 better = tile_best > best[..., rows]
                 best[..., rows] = torch.where(better, tile_best, best[..., rows])
                 best_index[..., rows] = torch.where(
                     better, tile_index + cols.start, best_index[..., rows]
                 )
+            elif need_max:
+                best[..., rows] = torch.maximum(best[..., rows], scores.amax(-1))
             if blocked_weights:
                 log_weights = scores - lse[..., rows].unsqueeze(-1)  # -inf where masked
                 weights = torch.exp(log_weights)  # (B, H, rows, cols)
