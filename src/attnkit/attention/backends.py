@@ -155,19 +155,24 @@ def math_attention(
     Materializes the ``(B, H, Q, K)`` weights. Shapes as in the module docstring.
     """
     group = kv_groups(query, key)
-    if group > 1:
-        key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)
-        value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
+    batch, heads, num_queries, _ = query.shape
+    kv_heads, num_keys = key.shape[1], key.shape[-2]
+    # the query heads sharing a key/value head are stacked along the queries, so that
+    # grouped-query attention needs no copy of the keys and values
+    grouped = query.reshape(batch, kv_heads, group * num_queries, -1)  # (B, Hkv, G·Q, D)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
-    scores = (query @ key.transpose(-1, -2)) * scale  # (B, H, Q, K)
+    scores = (grouped @ key.transpose(-1, -2)) * scale  # (B, Hkv, G·Q, K)
+    scores = scores.view(batch, heads, num_queries, num_keys)  # (B, H, Q, K)
     if bias is not None:
         scores = scores + bias
     if causal:
-        tri = causal_mask(query.shape[-2], key.shape[-2], device=query.device)
+        tri = causal_mask(num_queries, num_keys, device=query.device)
         mask = tri if mask is None else mask & tri
     weights = softmax(scores, mask)
     attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    return AttentionOutput(attended @ value, weights if need_weights else None)
+    attended = attended.reshape(batch, kv_heads, group * num_queries, num_keys)
+    output = (attended @ value).view(batch, heads, num_queries, -1)  # (B, H, Q, Dv)
+    return AttentionOutput(output, weights if need_weights else None)
 
 
 def sdpa_attention(
