@@ -56,7 +56,7 @@ def test_cli_version_and_backends():
 def test_cli_demo_checks_every_backend():
     result = CliRunner().invoke(app, ["demo", "--length", "16"])
     assert result.exit_code == 0, result.output
-    for name in ("math", "sdpa", "linear", "kv cache", "sparsemax"):
+    for name in ("math", "sdpa", "linear", "kv cache", "capture", "sparsemax"):
         assert name in result.output
 
 
@@ -66,6 +66,7 @@ def test_demo_tour_exact_steps_agree_with_the_reference():
     steps = {step.name: step for step in mechanisms_tour(length=24)}
     assert steps["sdpa"].max_abs_error < 1e-5
     assert steps["kv cache"].max_abs_error < 1e-5
+    assert steps["capture"].max_abs_error < 1e-5
     assert steps["linear"].max_abs_error > 1e-3  # an approximation, and the tour says so
     assert "approximation" in steps["linear"].detail
 

@@ -17,7 +17,7 @@ app = typer.Typer(
 
 @app.command()
 def demo(
-    length: int = typer.Option(256, min=2, help="Sequence length of the tour's batch."),
+    length: int = typer.Option(512, min=2, help="Sequence length of the tour's batch."),
 ) -> None:
     """Run every attention mechanism once and check it against its reference."""
     from rich.console import Console

@@ -2,7 +2,8 @@
 
 Each step computes something and checks it against a reference, so the tour doubles as a smoke
 test of an installation: the backends against the ``"math"`` reference, KV-cache decoding
-against the full causal run, and the sparsity of each normalizer.
+against the full causal run, streamed attention statistics against the materialized weights, and
+the sparsity of each normalizer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from attnkit.attention import KVCache, MultiHeadAttention, SoftAttention, backends
+from attnkit.capture import capture, stats_from_weights
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ def _timed(fn):
     return result, 1e3 * (time.perf_counter() - start)
 
 
-def mechanisms_tour(length: int = 256, embed_dim: int = 64, num_heads: int = 4) -> list[TourStep]:
+def mechanisms_tour(length: int = 512, embed_dim: int = 64, num_heads: int = 4) -> list[TourStep]:
     """Run the mechanisms on one random batch and compare each with its reference."""
     torch.manual_seed(0)
     steps: list[TourStep] = []
@@ -59,6 +61,19 @@ def mechanisms_tour(length: int = 256, embed_dim: int = 64, num_heads: int = 4) 
         decoded, ms = _timed(decode)
         error = (decoded - reference.output).abs().max().item()
         steps.append(TourStep("kv cache", f"{length} one-token steps vs full run", error, ms))
+
+        stats = ("entropy", "max", "sink")
+        expected = stats_from_weights(reference.weights, stats)
+
+        def streamed() -> dict:
+            with capture(mha, stats=stats) as rec:
+                mha(x)
+            return {name: rec.stats[name][""] for name in stats}
+
+        got, ms = _timed(streamed)
+        error = max((got[n] - expected[n]).abs().max().item() for n in stats)
+        detail = "capture(): entropy, max, sink; no (Q, K) matrix past one tile; vs weights"
+        steps.append(TourStep("capture", detail, error, ms))
 
     query, memory = torch.randn(1, 16), torch.randn(1, 32, 16)
     for normalizer in ("softmax", "sparsemax", "entmax15"):
