@@ -1,12 +1,13 @@
 """Do the explanations find the evidence, and do the verdicts catch misleading attention?
 
-A generated task whose evidence is known: each sequence of random filler tokens holds one
-evidence token, "A" (class 1) or "B" (class 0), at a random position; a classifier reads the
-first token ([CLS]) after two attnkit self-attention layers. Two models, same size and budget:
+A generated task whose evidence is known (:func:`attnkit.data.make_evidence_task`): each
+sequence of random filler tokens holds one evidence word of its class at a random position; a
+classifier reads the first token ([CLS]) after two attnkit self-attention layers. Two models,
+same size and budget:
 
 - normal: trained for the task only;
 - decoupled: its decision also has a mean-pooled bypass, and an extra loss pushes the [CLS]
-  attention of the last layer onto the last token, so attention no longer shows what is used
+  attention of the last layer onto the final [END] token, so attention no longer shows what is used
   (in the spirit of Wiegreffe & Pinter 2019's adversarial attention).
 
 For each explanation method: how often its top-ranked token is the evidence token (ranking
@@ -31,23 +32,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 import attnkit
 from attnkit import MultiHeadAttention
 from attnkit.capture import intervene
+from attnkit.data import make_evidence_task
 from attnkit.interpret import judge, relevance, rollout
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from harness import machine, markdown_table, write_results
 
-VOCAB, LENGTH, DIM = 32, 12, 32
-CLS, A, B = 0, 1, 2  # token ids; fillers are 3..VOCAB-1
+LENGTH, DIM = 12, 32
 
 
 def make_task(n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(tokens (n, LENGTH), labels (n,), evidence positions (n,))."""
-    gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(3, VOCAB, (n, LENGTH), generator=gen)
-    tokens[:, 0] = CLS
-    labels = torch.randint(0, 2, (n,), generator=gen)
-    positions = torch.randint(1, LENGTH - 1, (n,), generator=gen)  # never the last token
-    tokens[torch.arange(n), positions] = torch.where(labels == 1, A, B)
-    return tokens, labels, positions
+    """(tokens (n, LENGTH), labels (n,), evidence positions (n,)): one evidence word each,
+    then an ``[END]`` token that is never evidence (the decoupled model's attention target)."""
+    task = make_evidence_task(n, LENGTH - 1, words_per_class=1, fillers=29, seed=seed)
+    tokens = torch.cat([task.tokens, torch.full((n, 1), END)], dim=1)
+    return tokens, task.labels, task.evidence.int().argmax(-1)
+
+
+END = 1 + 2 + 29  # after [CLS], one evidence word per class and the fillers
+VOCAB = END + 1
 
 
 class Classifier(nn.Module):
@@ -89,7 +91,7 @@ def train(model: Classifier, tokens: Tensor, labels: Tensor, steps: int, decoupl
         with intervene(model, keep, layers=["layers.1"]):
             loss = F.cross_entropy(model(embeddings, mask[batch]), labels[batch])
         if decouple:
-            # the last layer's [CLS] attention should sit on the last token
+            # the last layer's [CLS] attention should sit on [END], never evidence
             cls_row = kept[0][:, :, 0]  # (B, H, N)
             loss = loss - cls_row[..., -1].clamp_min(1e-6).log().mean()
         optimizer.zero_grad()
