@@ -223,17 +223,9 @@ class CausalLM(nn.Module):
 
         c = self.config
         return LlamaConfig(
-            vocab_size=c.vocab_size,
-            hidden_size=c.dim,
-            intermediate_size=c.hidden_dim,
-            num_hidden_layers=c.num_layers,
-            num_attention_heads=c.num_heads,
-            num_key_value_heads=c.num_kv_heads,
-            max_position_embeddings=c.max_seq_len,
-            rms_norm_eps=c.norm_eps,
+            **{theirs: getattr(c, ours) for ours, theirs in _CONFIG_NAMES.items()},
             rope_parameters={"rope_type": "default", "rope_theta": c.rope_base},
             attention_dropout=c.dropout,
-            tie_word_embeddings=c.tie_embeddings,
             bos_token_id=None,
             eos_token_id=None,
         )
@@ -257,16 +249,8 @@ class CausalLM(nn.Module):
         hf = model.config
         rope = (getattr(hf, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
         config = CausalLMConfig(
-            vocab_size=hf.vocab_size,
-            dim=hf.hidden_size,
-            num_layers=hf.num_hidden_layers,
-            num_heads=hf.num_attention_heads,
-            num_kv_heads=hf.num_key_value_heads,
-            hidden_dim=hf.intermediate_size,
-            max_seq_len=hf.max_position_embeddings,
+            **{ours: getattr(hf, theirs) for ours, theirs in _CONFIG_NAMES.items()},
             rope_base=float(rope),
-            norm_eps=hf.rms_norm_eps,
-            tie_embeddings=bool(hf.tie_word_embeddings),
         )
         lm = cls(config)
         _load(lm, _from_llama(model.state_dict(), config), config.tie_embeddings)
@@ -287,6 +271,19 @@ def _load(module: nn.Module, state: dict[str, Tensor], tied: bool) -> None:
     if unexpected or set(missing) - allowed:
         raise ValueError(f"checkpoint does not fit: missing {missing}, unexpected {unexpected}")
 
+
+# CausalLMConfig field -> LlamaConfig field
+_CONFIG_NAMES = {
+    "vocab_size": "vocab_size",
+    "dim": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "num_kv_heads": "num_key_value_heads",
+    "hidden_dim": "intermediate_size",
+    "max_seq_len": "max_position_embeddings",
+    "norm_eps": "rms_norm_eps",
+    "tie_embeddings": "tie_word_embeddings",
+}
 
 # attnkit name -> Hugging Face Llama name, for parameters that map one to one
 _GLOBAL_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
