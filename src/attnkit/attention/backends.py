@@ -43,6 +43,7 @@ __all__ = [
     "register",
     "resolve",
     "unregister",
+    "weighted_values",
 ]
 
 # PyTorch 2.5 added enable_gqa to SDPA and made fully masked rows return zeros.
@@ -170,9 +171,22 @@ def math_attention(
         mask = tri if mask is None else mask & tri
     weights = softmax(scores, mask)
     attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    attended = attended.reshape(batch, kv_heads, group * num_queries, num_keys)
-    output = (attended @ value).view(batch, heads, num_queries, -1)  # (B, H, Q, Dv)
-    return AttentionOutput(output, weights if need_weights else None)
+    return AttentionOutput(weighted_values(attended, value), weights if need_weights else None)
+
+
+def weighted_values(weights: Tensor, value: Tensor) -> Tensor:
+    """``weights @ value`` with grouped-query heads, without copying the values.
+
+    Args:
+        weights: ``(B, H, Q, K)``.
+        value: ``(B, Hkv, K, Dv)``, ``H`` a multiple of ``Hkv``.
+
+    Returns:
+        ``(B, H, Q, Dv)``.
+    """
+    batch, heads, num_queries, num_keys = weights.shape
+    stacked = weights.reshape(batch, value.shape[1], -1, num_keys)  # (B, Hkv, G·Q, K)
+    return (stacked @ value).view(batch, heads, num_queries, -1)
 
 
 def sdpa_attention(

@@ -86,10 +86,8 @@ def _attend(
         weights = backends.math_attention(query, key, value, need_weights=True, **kwargs).weights
         for edit, layer in edits:
             weights = edit(layer, weights)
-        group = query.shape[1] // value.shape[1]
-        values = value.repeat_interleave(group, dim=1) if group > 1 else value  # (B, H, K, Dv)
         attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-        result = AttentionOutput(attended @ values, weights)
+        result = AttentionOutput(backends.weighted_values(attended, value), weights)
         stats = stats_from_weights(weights, names, spans) if names else {}
     elif weights_wanted:
         result = backends.math_attention(
@@ -374,28 +372,24 @@ def _hf_adapter(implementation: str) -> Iterator[None]:
             del mapping[implementation]
 
 
-_hf_depth: dict[str, int] = {}
+# how many open blocks hold each hook: ("module", id), ("implementation", name), ("fastpath",)
+_holders: dict[tuple, int] = {}
 
 
 @contextmanager
-def _shared(
-    counter: dict, key: object, make: Callable[[], AbstractContextManager[None]]
-) -> Iterator[None]:
+def _shared(key: tuple, make: Callable[[], AbstractContextManager[None]]) -> Iterator[None]:
     """Enter ``make()`` for the first holder of ``key`` only; exit it with the last one."""
-    counter[key] = counter.get(key, 0) + 1
+    _holders[key] = _holders.get(key, 0) + 1
     try:
-        if counter[key] == 1:
+        if _holders[key] == 1:
             with make():
                 yield
         else:
             yield
     finally:
-        counter[key] -= 1
-        if not counter[key]:
-            del counter[key]
-
-
-_module_depth: dict[int, int] = {}
+        _holders[key] -= 1
+        if not _holders[key]:
+            del _holders[key]
 
 
 @contextmanager
@@ -441,15 +435,15 @@ def hooked(
                     stack.callback(_forget, registry, module, entry)
             if isinstance(module, MultiHeadAttention):
                 adapter = functools.partial(_attnkit_adapter, module)
-                stack.enter_context(_shared(_module_depth, id(module), adapter))
+                stack.enter_context(_shared(("module", id(module)), adapter))
             elif isinstance(module, nn.MultiheadAttention):
                 adapter = functools.partial(_torch_adapter, module)
-                stack.enter_context(_shared(_module_depth, id(module), adapter))
-                stack.enter_context(_shared(_module_depth, "fastpath", _fastpath_off))
+                stack.enter_context(_shared(("module", id(module)), adapter))
+                stack.enter_context(_shared(("fastpath",), _fastpath_off))
             else:
                 implementation = module.config._attn_implementation
                 adapter = functools.partial(_hf_adapter, implementation)
-                stack.enter_context(_shared(_hf_depth, implementation, adapter))
+                stack.enter_context(_shared(("implementation", implementation), adapter))
         yield
 
 

@@ -110,17 +110,16 @@ def _fused(
     num_queries, num_keys = query.shape[-2], key.shape[-2]
     if query.device.type != "cpu":
         return _online(query, key, value, mask, bias, causal, scale)
-    additive = bias
-    if mask is not None:
-        blocked = torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
-        blocked = blocked.masked_fill(~mask, -math.inf)
-        additive = blocked if bias is None else bias + blocked
     is_causal = causal and num_queries == num_keys
+    allowed = mask
     if causal and 1 < num_queries < num_keys:  # a chunk after a cache: the mask is (Q, K)
         tri = causal_mask(num_queries, num_keys, device=query.device)
-        floor = torch.zeros(tri.shape, dtype=query.dtype, device=query.device)
-        floor = floor.masked_fill(~tri, -math.inf)
-        additive = floor if additive is None else additive + floor
+        allowed = tri if allowed is None else allowed & tri
+    additive = bias
+    if allowed is not None:
+        blocked = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
+        blocked = blocked.masked_fill(~allowed, -math.inf)
+        additive = blocked if bias is None else bias + blocked
     if additive is not None and additive.dim() < 4:
         additive = additive.reshape(*([1] * (4 - additive.dim())), *additive.shape)
     value_width = value.shape[-1]
