@@ -115,10 +115,11 @@ def head_importance(
         for batch in batches:
             with torch.enable_grad(), capture(model, grad=True, layers=layers) as rec:
                 loss_fn(model, batch).backward()
-            for layer, weights in rec.weights.items():
-                per_example = (weights * rec.grads[layer]).sum(dim=(-1, -2)).abs()  # (B, H)
+            weights, grads = rec.weights, rec.grads  # each joins every layer's calls
+            for layer, layer_weights in weights.items():
+                per_example = (layer_weights * grads[layer]).sum(dim=(-1, -2)).abs()  # (B, H)
                 totals[layer] = totals.get(layer, 0) + per_example.sum(0)
-            count += next(iter(rec.weights.values())).shape[0]
+            count += next(iter(weights.values())).shape[0]
     if not count:
         raise ValueError("batches must hold at least one batch")
     scores = torch.stack(list(totals.values())) / count  # (L, H)

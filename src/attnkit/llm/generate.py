@@ -40,13 +40,13 @@ class GenerationTrace:
         return self.retrieval.float().mean(0)
 
 
-def _context_span(tokenizer, prompt: str, context: str | tuple[int, int], length: int):
+def _context_span(encoded, prompt: str, context: str | tuple[int, int], length: int):
     if isinstance(context, str):
         start_char = prompt.find(context)
         if not context or start_char < 0:
             raise ValueError("context must be a non-empty substring of the prompt")
         stop_char = start_char + len(context)
-        offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+        offsets = encoded["offset_mapping"][0].tolist()
         inside = [i for i, (a, b) in enumerate(offsets) if b > start_char and a < stop_char]
         return inside[0], inside[-1] + 1
     start, stop = context
@@ -80,10 +80,12 @@ def generate(
     """
     if not prompt:
         raise ValueError("prompt must not be empty")
-    encoded = tokenizer(prompt, return_tensors="pt")
+    # character offsets map a context given as text to token positions
+    text_context = isinstance(context, str)
+    encoded = tokenizer(prompt, return_tensors="pt", return_offsets_mapping=text_context)
     prompt_ids = encoded["input_ids"]
     length = prompt_ids.shape[1]
-    span = _context_span(tokenizer, prompt, context, length)
+    span = _context_span(encoded, prompt, context, length)
     stats = ("entropy", "max", "argmax", "sink")
     spans = {"context": span, "prompt": (0, length)}
     with torch.no_grad(), capture(model, stats=stats, spans=spans, last_query=True) as rec:
