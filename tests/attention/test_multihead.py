@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from attnkit import KVCache, MultiHeadAttention
+from attnkit.attention.functional import drop_heads
 from attnkit.attention.positional import alibi_slopes
 
 E, H, B, T = 32, 4, 2, 9
@@ -287,6 +288,37 @@ def test_dropout_only_in_training_and_unbiased():
     torch.testing.assert_close(mean, clean, atol=0.03, rtol=0.0)
 
 
+def test_drophead_drops_whole_heads_and_rescales():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(E, H, head_dropout=0.5, bias=False)
+    x = torch.randn(64, T, E)
+    mha.eval()
+    clean = mha(x).output
+    # per-head outputs before the output projection: its inverse recovers them
+    inverse = torch.linalg.inv(mha.out_proj.weight.T)
+    clean_heads = (clean @ inverse).view(64, T, H, E // H)
+    mha.train()
+    with torch.no_grad():
+        heads = (mha(x).output @ inverse).view(64, T, H, E // H)
+    ratio = heads.norm(dim=(1, 3)) / clean_heads.norm(dim=(1, 3))  # (B, H)
+    kept = ratio > 1e-3
+    assert kept.any() and not kept.all()
+    # a kept head is scaled by H / kept heads of its example; a dropped one is zero everywhere
+    expected = H / kept.sum(1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(ratio, kept * expected, atol=1e-4, rtol=1e-4)
+    assert mha(x, need_weights=True).weights.sum(-1).allclose(torch.ones(1))
+
+
+def test_drop_heads_keeps_the_scale_on_average():
+    heads = torch.randn(1, H, T, 8)
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.stack([drop_heads(heads, 0.25, generator).sum(1) for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(mean, heads.sum(1), atol=0.1, rtol=0.0)
+    assert drop_heads(heads, 0.0) is heads
+    with pytest.raises(ValueError, match=r"heads must be \(B, H, Q, D\)"):
+        drop_heads(heads[0], 0.5)
+
+
 @pytest.mark.parametrize("backend", ["auto", "math", "sdpa"])
 def test_fully_masked_query_gives_no_nan(backend):
     mha = MultiHeadAttention(E, H, backend=backend, bias=False)
@@ -312,6 +344,7 @@ def test_weights_are_per_head_distributions():
         ({"embed_dim": 30, "num_heads": 4}, "must be divisible by num_heads"),
         ({"num_kv_heads": 3}, "num_kv_heads must be a positive divisor"),
         ({"dropout": 1.0}, "dropout must be in"),
+        ({"head_dropout": -0.1}, "head_dropout must be in"),
         ({"window": 0}, "window must be a positive integer"),
         ({"backend": "flash3"}, "backend must be one of"),
         ({"embed_dim": 0}, "must be positive"),

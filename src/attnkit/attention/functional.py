@@ -17,6 +17,7 @@ __all__ = [
     "additive_score",
     "causal_mask",
     "dot_score",
+    "drop_heads",
     "entmax15",
     "general_score",
     "kv_groups",
@@ -337,3 +338,34 @@ def normalize(
             f"normalizer must be one of {sorted(NORMALIZERS)}, got {method!r}"
         ) from None
     return fn(scores, mask, temperature)
+
+
+# ----------------------------------------------------------------------------- regularization
+
+
+def drop_heads(heads: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """DropHead (Zhou et al. 2020, "Scheduled DropHead"): drop whole attention heads.
+
+    Each head of each example is dropped with probability ``p``; the kept heads are scaled by
+    ``H / kept`` so that the sum over heads keeps its scale. An example that loses every head
+    gets zeros. Call it in training only.
+
+    Args:
+        heads: per-head outputs ``(B, H, Q, D)``.
+        p: drop probability in ``[0, 1)``.
+        generator: optional random generator.
+
+    Returns:
+        ``(B, H, Q, D)``.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    if heads.dim() != 4:
+        raise ValueError(f"heads must be (B, H, Q, D), got shape {tuple(heads.shape)}")
+    if p == 0.0:
+        return heads
+    batch, num_heads = heads.shape[:2]
+    keep = torch.rand(batch, num_heads, device=heads.device, generator=generator) >= p  # (B, H)
+    kept = keep.sum(1, keepdim=True).clamp(min=1)
+    scale = keep.to(heads.dtype) * (num_heads / kept.to(heads.dtype))  # (B, H)
+    return heads * scale[:, :, None, None]

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from attnkit.attention import backends
 from attnkit.attention.cache import KVCache
-from attnkit.attention.functional import prepare_mask, window_mask
+from attnkit.attention.functional import drop_heads, prepare_mask, window_mask
 from attnkit.attention.output import AttentionOutput
 from attnkit.attention.positional import ALiBi, PositionScheme, RotaryEmbedding
 
@@ -45,6 +45,9 @@ class MultiHeadAttention(nn.Module):
         causal: each query attends only to keys at or before its position (bottom-right
             aligned: with a cache, the new queries are the last positions).
         dropout: attention-weight dropout probability, applied in training mode only.
+        head_dropout: DropHead probability (Zhou et al. 2020): in training mode, each head's
+            output is dropped whole for an example and the kept heads are rescaled
+            (:func:`attnkit.attention.functional.drop_heads`). Returned weights are unaffected.
         bias: learn biases in the input and output projections.
         kdim, vdim: feature sizes of ``key`` and ``value`` for cross-attention; default ``E``.
         window: sliding-window (local) attention: a query attends to keys at distance
@@ -68,6 +71,7 @@ class MultiHeadAttention(nn.Module):
         window: int | None = None,
         positions: str | PositionScheme | None = None,
         backend: str = "auto",
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
@@ -86,6 +90,8 @@ class MultiHeadAttention(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0.0 <= head_dropout < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be a positive integer or None, got {window!r}")
         if backend != "auto":
@@ -99,6 +105,7 @@ class MultiHeadAttention(nn.Module):
         self.vdim = embed_dim if vdim is None else vdim
         self.causal = causal
         self.dropout = dropout
+        self.head_dropout = head_dropout
         self.window = window
         self.backend = backend
         self.positions = _position_scheme(positions, num_heads, self.head_dim)
@@ -137,7 +144,7 @@ class MultiHeadAttention(nn.Module):
         parts = [f"embed_dim={self.embed_dim}", f"num_heads={self.num_heads}"]
         if self.num_kv_heads != self.num_heads:
             parts.append(f"num_kv_heads={self.num_kv_heads}")
-        for name in ("causal", "dropout", "window"):
+        for name in ("causal", "dropout", "head_dropout", "window"):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")
         return ", ".join([*parts, f"backend={self.backend!r}"])
@@ -244,7 +251,10 @@ class MultiHeadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights,
         )
-        merged = result.output.transpose(1, 2).reshape(batch, num_queries, self.embed_dim)
+        heads = result.output  # (B, H, Q, D)
+        if self.training and self.head_dropout:
+            heads = drop_heads(heads, self.head_dropout)
+        merged = heads.transpose(1, 2).reshape(batch, num_queries, self.embed_dim)
         return AttentionOutput(self.out_proj(merged), result.weights)  # (B, Q, E)
 
     @classmethod
