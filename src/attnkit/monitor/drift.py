@@ -1,0 +1,294 @@
+"""Drift of a signal between a reference window and a current window.
+
+Four tests on one numeric signal (1-D samples), each with an Evidently-like default threshold.
+A result is *drifted* when its score reaches the threshold; the comparison is inclusive:
+
+=================  ====================================================  ==================
+method             statistic (score)                                     drifted when
+=================  ====================================================  ==================
+``psi``            Population Stability Index over 10 reference          PSI >= 0.1
+                   quantile bins (Siddiqi 2006; Yurdakul 2018)
+``ks``             two-sample Kolmogorov–Smirnov D; score = its p-value  p <= 0.05
+``wasserstein``    Wasserstein-1 distance / std of the reference         >= 0.1
+``jensenshannon``  Jensen–Shannon distance (natural log, range            >= 0.1
+                   [0, sqrt(ln 2)]) on 30 equal-width bins shared by
+                   both windows
+=================  ====================================================  ==================
+
+Thresholds. PSI uses 0.1, Evidently's default and the conventional bound of "no significant
+change" (0.1–0.2 is read as moderate, > 0.2 as significant): a monitor should warn early. The
+others are Evidently's defaults for numeric columns.
+
+Default method (``method=None``), as Evidently's data-drift preset for numeric columns: KS when
+the reference has at most :data:`SMALL_REFERENCE` = 1000 values (a p-value is meaningful for small
+samples), else the normalized Wasserstein distance (for large samples every tiny difference is
+"significant" to KS, while a distance measures how large it is).
+
+Sampling noise. With ``n`` reference and ``m`` current values from the same distribution, PSI is
+about ``(bins - 1)(1/n + 1/m)`` and the Jensen–Shannon distance about
+``sqrt((bins - 1)(1/n + 1/m) / 8)``; the normalized Wasserstein distance shrinks like
+``1/sqrt(min(n, m))``. Measured on N(0, 1) windows with n = m (300 pairs each):
+
+=========  ===========  ======================  =====================
+n = m      PSI mean     Jensen–Shannon mean     Wasserstein/std mean
+=========  ===========  ======================  =====================
+200        0.14         0.19                    0.12
+1000       0.024        0.087 (14% >= 0.1)      0.059 (3% >= 0.1)
+5000       0.004        0.038                   0.026
+=========  ===========  ======================  =====================
+
+So use PSI, Jensen–Shannon and Wasserstein with a few thousand values per window, and KS (the
+default) for small windows.
+
+Missing and degenerate values. NaN values are dropped (they are missing measurements, e.g. a
+detector score that was not computed); the sizes in :class:`DriftResult` count what remains.
+A window that is empty, or empty after dropping NaN, or that holds ±inf, raises ``ValueError``.
+Constant windows give well-defined results: identical constants show no drift under every
+method (KS p = 1, distances 0); a constant reference and a different current window give
+normalized Wasserstein ``inf`` (the distance divided by a zero std), PSI from its outer bins
+(values below the reference minimum and above its maximum have bins of their own), KS and
+Jensen–Shannon as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "JS_BINS",
+    "METHODS",
+    "PSI_BINS",
+    "PSI_EPS",
+    "SMALL_REFERENCE",
+    "DriftReport",
+    "DriftResult",
+    "default_method",
+    "drift_report",
+    "drift_test",
+    "jensen_shannon",
+    "ks",
+    "psi",
+    "wasserstein",
+]
+
+METHODS = ("psi", "ks", "wasserstein", "jensenshannon")
+DEFAULT_THRESHOLDS = {"psi": 0.1, "ks": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
+SMALL_REFERENCE = 1000  # largest reference tested with KS by default; larger: Wasserstein
+PSI_BINS = 10  # quantile bins of the reference
+PSI_EPS = 1e-4  # proportion used for an empty bin (Evidently's value), so ln(0) never occurs
+JS_BINS = 30  # equal-width bins over the range of both windows (Evidently's value)
+DATASET_DRIFT_SHARE = 0.5  # a report is drifted when at least this share of signals drifted
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The outcome of one drift test.
+
+    Attributes:
+        signal: name of the tested signal.
+        method: one of :data:`METHODS`.
+        statistic: the method's statistic (for ``ks`` the D statistic, not the p-value).
+        threshold: the bound the score is compared with.
+        drifted: ``score >= threshold`` (``ks``: ``p_value <= threshold``).
+        p_value: the KS p-value; ``None`` for the other methods.
+        reference_size: finite values in the reference window.
+        current_size: finite values in the current window.
+    """
+
+    signal: str
+    method: str
+    statistic: float
+    threshold: float
+    drifted: bool
+    p_value: float | None
+    reference_size: int
+    current_size: int
+
+    @property
+    def score(self) -> float:
+        """The number compared with the threshold: the p-value for KS, else the statistic."""
+        return self.p_value if self.method == "ks" else self.statistic
+
+    @property
+    def rule(self) -> str:
+        """The verdict rule in words, e.g. ``"p <= 0.05"`` or ``"psi >= 0.1"``."""
+        if self.method == "ks":
+            return f"p <= {self.threshold:g}"
+        return f"{self.method} >= {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Drift of several signals between two windows.
+
+    Attributes:
+        results: one :class:`DriftResult` per tested signal, by signal name.
+        drifted_share: share of tested signals that drifted (0 when none was tested).
+        drifted: dataset drift, ``drifted_share >= 0.5`` (Evidently's default share).
+        skipped: signals that could not be tested (no finite value in a window) and why.
+    """
+
+    results: dict[str, DriftResult]
+    drifted_share: float
+    drifted: bool
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _sample(values: ArrayLike, name: str) -> np.ndarray:
+    """A 1-D float array of the finite values of ``values`` (NaN dropped)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sample, got shape {array.shape}")
+    if np.isinf(array).any():
+        raise ValueError(f"{name} holds {int(np.isinf(array).sum())} infinite values")
+    array = array[~np.isnan(array)]
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (or all NaN): a drift test needs at least one value")
+    return array
+
+
+def _psi_bin(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin index of each value: below the minimum, the quantile bins, above the maximum."""
+    top = max(len(edges) - 1, 1)  # index of the bin that holds the reference maximum
+    inner = np.searchsorted(edges, values, side="right")
+    return np.where(values > edges[-1], top + 1, np.where(values == edges[-1], top, inner))
+
+
+def psi(reference: ArrayLike, current: ArrayLike, bins: int = PSI_BINS) -> float:
+    """Population Stability Index, ``sum((c - r) * ln(c / r))`` over reference quantile bins.
+
+    Bin edges are the reference's ``0, 1/bins, ..., 1`` quantiles (duplicates merged, so tied
+    values share a bin); the bins are ``[e_0, e_1), ..., [e_(k-1), e_k]`` plus one bin below
+    the reference minimum and one above its maximum, so no current value is lost. ``r`` and ``c``
+    are the proportions of the two windows in each bin, an empty bin counting as
+    :data:`PSI_EPS`.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be positive, got {bins}")
+    ref, cur = _sample(reference, "reference"), _sample(current, "current")
+    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)))
+    size = max(len(edges) - 1, 1) + 2
+    r = np.bincount(_psi_bin(edges, ref), minlength=size) / ref.size
+    c = np.bincount(_psi_bin(edges, cur), minlength=size) / cur.size
+    r, c = np.where(r == 0, PSI_EPS, r), np.where(c == 0, PSI_EPS, c)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def ks(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
+    """Two-sample Kolmogorov–Smirnov test (``scipy.stats.ks_2samp``): ``(D, p_value)``."""
+    from scipy.stats import ks_2samp
+
+    result = ks_2samp(_sample(reference, "reference"), _sample(current, "current"))
+    return float(result.statistic), float(result.pvalue)
+
+
+def wasserstein(reference: ArrayLike, current: ArrayLike) -> float:
+    """Wasserstein-1 distance divided by the reference's standard deviation (``ddof=0``).
+
+    Scale-free: a shift of the mean by 0.1 reference standard deviations scores 0.1. A constant
+    reference gives 0 when the current window holds the same constant, else ``inf``.
+    """
+    from scipy.stats import wasserstein_distance
+
+    ref, cur = _sample(reference, "reference"), _sample(current, "current")
+    distance = float(wasserstein_distance(ref, cur))
+    spread = float(np.std(ref))
+    if spread == 0.0:
+        return 0.0 if distance == 0.0 else math.inf
+    return distance / spread
+
+
+def jensen_shannon(reference: ArrayLike, current: ArrayLike, bins: int = JS_BINS) -> float:
+    """Jensen–Shannon distance (natural log) between the windows' histograms on shared bins.
+
+    The ``bins`` equal-width bins span the range of both windows together
+    (``numpy.histogram_bin_edges``); the distance is ``scipy.spatial.distance.jensenshannon``
+    of the two bin proportions, in ``[0, sqrt(ln 2)]``.
+    """
+    from scipy.spatial.distance import jensenshannon
+
+    if bins < 1:
+        raise ValueError(f"bins must be positive, got {bins}")
+    ref, cur = _sample(reference, "reference"), _sample(current, "current")
+    edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=bins)
+    r = np.histogram(ref, edges)[0] / ref.size
+    c = np.histogram(cur, edges)[0] / cur.size
+    return float(jensenshannon(r, c))
+
+
+def default_method(reference_size: int) -> str:
+    """Evidently-like choice: ``"ks"`` up to :data:`SMALL_REFERENCE` values, else Wasserstein."""
+    return "ks" if reference_size <= SMALL_REFERENCE else "wasserstein"
+
+
+def drift_test(
+    reference: ArrayLike,
+    current: ArrayLike,
+    *,
+    signal: str = "value",
+    method: str | None = None,
+    threshold: float | None = None,
+) -> DriftResult:
+    """Test one signal for drift between a reference and a current 1-D sample.
+
+    Args:
+        reference: ``(n,)`` values of the reference window (NaN dropped).
+        current: ``(m,)`` values of the current window (NaN dropped).
+        signal: name carried into the result.
+        method: one of :data:`METHODS`; ``None`` picks :func:`default_method` by reference size.
+        threshold: overrides the method's entry in :data:`DEFAULT_THRESHOLDS`.
+    """
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} or None, got {method!r}")
+    if threshold is not None and not (isinstance(threshold, int | float) and threshold >= 0):
+        raise ValueError(f"threshold must be a number >= 0 or None, got {threshold!r}")
+    ref, cur = _sample(reference, "reference"), _sample(current, "current")
+    method = method or default_method(ref.size)
+    bound = float(DEFAULT_THRESHOLDS[method] if threshold is None else threshold)
+    p_value = None
+    if method == "ks":
+        statistic, p_value = ks(ref, cur)
+        drifted = p_value <= bound
+    else:
+        measure = {"psi": psi, "wasserstein": wasserstein, "jensenshannon": jensen_shannon}
+        statistic = measure[method](ref, cur)
+        drifted = statistic >= bound
+    return DriftResult(signal, method, statistic, bound, bool(drifted), p_value, ref.size, cur.size)
+
+
+def drift_report(
+    reference: Mapping[str, ArrayLike],
+    current: Mapping[str, ArrayLike],
+    *,
+    method: str | None = None,
+) -> DriftReport:
+    """Test every signal of two windows with :func:`drift_test`; dataset drift by share.
+
+    ``reference`` and ``current`` map signal names to 1-D samples and must name the same
+    signals. A signal with no finite value in either window is listed in
+    :attr:`DriftReport.skipped` instead of failing the whole report.
+    """
+    if set(reference) != set(current):
+        raise ValueError(
+            "reference and current must name the same signals, got "
+            f"{sorted(reference)} and {sorted(current)}"
+        )
+    if not reference:
+        raise ValueError("reference and current hold no signal")
+    results, skipped = {}, {}
+    for name in reference:
+        ref = np.asarray(reference[name], dtype=np.float64)
+        cur = np.asarray(current[name], dtype=np.float64)
+        empty = [w for w, x in (("reference", ref), ("current", cur)) if np.isnan(x).all()]
+        if empty:
+            skipped[name] = f"no values in the {' and '.join(empty)} window"
+            continue
+        results[name] = drift_test(ref, cur, signal=name, method=method)
+    share = sum(r.drifted for r in results.values()) / len(results) if results else 0.0
+    return DriftReport(results, share, bool(results) and share >= DATASET_DRIFT_SHARE, skipped)
