@@ -1,0 +1,467 @@
+"""The monitor's database: generation records, per-minute rollups and fired alerts (SQLAlchemy 2).
+
+SQLite (a file, WAL journal) by default, PostgreSQL (psycopg 3) by URL. The schema is managed by
+the alembic migrations shipped in ``attnkit/monitor/migrations``: :meth:`Store.upgrade` runs them.
+
+Writing never meets "database is locked": every write of this process goes through one writer
+connection under a lock and opens with ``BEGIN IMMEDIATE`` (no read-to-write lock upgrade that
+could deadlock), and a busy timeout makes another process's writer wait instead of failing.
+Readers use their own connections and never block the writer (WAL). ``synchronous=NORMAL`` in WAL
+mode keeps every committed transaction across a crash of the process (SIGKILL); only a power
+loss can roll back the last commits.
+
+Every inserted record also adds to a rollup row per (minute, model, version), so the dashboard's
+series read a few thousand rollup rows instead of millions of records.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    Index,
+    Integer,
+    String,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["ROLLUP_S", "SIGNALS", "InsertResult", "Store"]
+
+SIGNALS = ("lookback_ratio", "entropy", "sink", "max_weight", "detector_score")
+LENGTHS = ("prompt_tokens", "new_tokens")
+ROLLUP_S = 60  # width of a rollup bucket in seconds; series buckets are multiples of it
+GROUPS = ("model", "version")  # the tags a series can be split by (indexed columns)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RecordRow(Base):
+    """One logged generation: tags and per-request signal summaries."""
+
+    __tablename__ = "records"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), unique=True)
+    time: Mapped[float] = mapped_column(Float)  # seconds since the epoch (UTC)
+    model: Mapped[str] = mapped_column(String(200), default="")
+    version: Mapped[str] = mapped_column(String(200), default="")
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    lookback_ratio: Mapped[float] = mapped_column(Float)
+    entropy: Mapped[float] = mapped_column(Float)
+    sink: Mapped[float] = mapped_column(Float)
+    max_weight: Mapped[float] = mapped_column(Float)
+    detector_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    new_tokens: Mapped[int] = mapped_column(Integer)
+    trace: Mapped[dict | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )  # compact per-token trace
+    __table_args__ = (
+        Index("ix_records_time", "time"),
+        Index("ix_records_model_version_time", "model", "version", "time"),
+    )
+
+
+class RollupRow(Base):
+    """Sums of the signals of every record in one minute of one (model, version)."""
+
+    __tablename__ = "rollups"
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # minute start, epoch s
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    lookback_ratio: Mapped[float] = mapped_column(Float)
+    entropy: Mapped[float] = mapped_column(Float)
+    sink: Mapped[float] = mapped_column(Float)
+    max_weight: Mapped[float] = mapped_column(Float)
+    detector_score: Mapped[float] = mapped_column(Float)
+    detector_count: Mapped[int] = mapped_column(BigInteger)  # records that carry a score
+    prompt_tokens: Mapped[float] = mapped_column(Float)
+    new_tokens: Mapped[float] = mapped_column(Float)
+
+
+class AlertRow(Base):
+    """An alert that fired."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(200))
+    signal: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(String(2000))
+    fired_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+RECORD_FIELDS = (
+    ("request_id", str),
+    ("time", float),
+    ("model", str),
+    ("version", str),
+    ("tags", dict),
+    *((name, float) for name in SIGNALS),
+    *((name, int) for name in LENGTHS),
+    ("trace", dict),
+)
+OPTIONAL = {"time", "model", "version", "tags", "detector_score", "trace"}
+SUMMARY_COLUMNS = [c for c in RecordRow.__table__.columns if c.name not in ("id", "trace")]
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    """What an insert did: records newly stored and request ids that were already there."""
+
+    inserted: int
+    duplicates: int
+
+
+def database_url(url: str) -> str:
+    """The SQLAlchemy URL for ``url``: PostgreSQL is always served by psycopg 3."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError(f"url must name a SQLite file (sqlite:///path.db), got {url!r}")
+    elif parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"url must be sqlite:///FILE or postgresql://..., got {url!r}")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, *, writer: bool) -> Engine:
+    options = {"pool_size": 1, "max_overflow": 0} if writer else {"pool_size": 8}
+    engine = create_engine(url, connect_args={"timeout": 30}, **options)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(record, Mapping):
+        raise TypeError(f"records must be mappings, got {type(record).__name__}")
+    unknown = set(record) - {name for name, _ in RECORD_FIELDS}
+    if unknown:
+        raise ValueError(f"record has unknown fields {sorted(unknown)}")
+    row: dict[str, Any] = {}
+    for name, kind in RECORD_FIELDS:
+        value = record.get(name)
+        if value is None:
+            if name not in OPTIONAL:
+                raise ValueError(f"record field {name!r} is required")
+            row[name] = {"time": time.time(), "model": "", "version": "", "tags": {}}.get(name)
+            continue
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"record field {name!r} must be finite, got {value}")
+        elif not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"record field {name!r} must be {kind.__name__}, got {value!r}")
+        row[name] = value
+    if not 0 < len(row["request_id"]) <= 128:
+        raise ValueError("record field 'request_id' must have 1 to 128 characters")
+    return row
+
+
+class Store:
+    """Records of generations in SQLite or PostgreSQL.
+
+    Args:
+        url: ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/db``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = database_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        if self.dialect == "sqlite":
+            Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
+            self.writer = _sqlite_engine(self.url, writer=True)
+            self.reader = _sqlite_engine(self.url, writer=False)
+        else:
+            self.writer = self.reader = create_engine(self.url, pool_size=10, max_overflow=10)
+        self._write_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Store({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with the bundled alembic migrations."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self._write_lock, self.writer.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.writer.dispose()
+        self.reader.dispose()
+
+    def _insert(self, table):
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(table)
+
+    def insert(self, records: Iterable[Mapping[str, Any]]) -> InsertResult:
+        """Store records in one transaction; a request id already stored is skipped.
+
+        Each record holds ``request_id``, the signals ``lookback_ratio``, ``entropy``, ``sink``,
+        ``max_weight``, the lengths ``prompt_tokens``, ``new_tokens`` and optionally ``time``
+        (default now), ``model``, ``version``, ``tags`` (str → str), ``detector_score``, ``trace``.
+        """
+        rows = [_check_record(record) for record in records]
+        unique = list({row["request_id"]: row for row in rows}.values())
+        if not unique:
+            return InsertResult(0, 0)
+        table = RecordRow.__table__
+        statement = (
+            self._insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+        ).returning(table.c.request_id)
+        with self._write_lock, self.writer.begin() as connection:
+            new = set(connection.execute(statement, unique).scalars())
+            self._add_rollups(connection, [row for row in unique if row["request_id"] in new])
+        return InsertResult(len(new), len(rows) - len(new))
+
+    def _add_rollups(self, connection, rows: Sequence[dict[str, Any]]) -> None:
+        sums: dict[tuple[int, str, str], dict[str, float]] = {}
+        for row in rows:
+            key = (int(row["time"] // ROLLUP_S) * ROLLUP_S, row["model"], row["version"])
+            entry = sums.setdefault(
+                key, dict.fromkeys((*SIGNALS, *LENGTHS, "count", "detector_count"), 0)
+            )
+            entry["count"] += 1
+            for name in (*SIGNALS, *LENGTHS):
+                if row[name] is not None:
+                    entry[name] += row[name]
+            entry["detector_count"] += row["detector_score"] is not None
+        if not sums:
+            return
+        table = RollupRow.__table__
+        values = [
+            {"bucket": b, "model": m, "version": v, **entry}
+            for (b, m, v), entry in sorted(sums.items())  # one lock order for every writer
+        ]
+        statement = self._insert(table)
+        added = [c for c in table.columns if not c.primary_key]
+        statement = statement.on_conflict_do_update(
+            index_elements=["bucket", "model", "version"],
+            set_={c.name: c + statement.excluded[c.name] for c in added},
+        )
+        connection.execute(statement, values)
+
+    # ----- reads -----------------------------------------------------------------------------
+
+    def _filters(self, start, end, model, version, tags):
+        table = RecordRow.__table__
+        clauses = []
+        if start is not None:
+            clauses.append(table.c.time >= start)
+        if end is not None:
+            clauses.append(table.c.time < end)
+        if model is not None:
+            clauses.append(table.c.model == model)
+        if version is not None:
+            clauses.append(table.c.version == version)
+        for key, value in (tags or {}).items():
+            clauses.append(table.c.tags[key].as_string() == value)
+        return clauses
+
+    def records(
+        self,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        before: tuple[float, int] | None = None,
+    ) -> tuple[list[dict[str, Any]], tuple[float, int] | None]:
+        """Records newest first (without their traces) and the cursor of the next page.
+
+        ``before`` is the cursor a previous call returned: ``(time, id)`` of its last record.
+        """
+        if not 1 <= limit <= 10_000:
+            raise ValueError(f"limit must be between 1 and 10000, got {limit}")
+        table = RecordRow.__table__
+        clauses = self._filters(start, end, model, version, tags)
+        if before is not None:
+            at, row_id = before
+            clauses.append(or_(table.c.time < at, and_(table.c.time == at, table.c.id < row_id)))
+        query = (
+            select(table.c.id, *SUMMARY_COLUMNS)
+            .where(*clauses)
+            .order_by(table.c.time.desc(), table.c.id.desc())
+            .limit(limit + 1)
+        )
+        with self.reader.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        cursor = (rows[limit - 1]["time"], rows[limit - 1]["id"]) if len(rows) > limit else None
+        return rows[:limit], cursor
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        """One record with its trace, or None."""
+        table = RecordRow.__table__
+        query = select(table).where(table.c.request_id == request_id)
+        with self.reader.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else dict(row._mapping)
+
+    def count(self) -> int:
+        """Number of stored records."""
+        with self.reader.connect() as connection:
+            return connection.execute(select(func.count()).select_from(RecordRow)).scalar_one()
+
+    def values(
+        self,
+        signals: Sequence[str] = SIGNALS,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 5000,
+    ) -> dict[str, np.ndarray]:
+        """The signals of the newest ``limit`` records in a window, ``{signal: (n,)}``.
+
+        Missing detector scores are left out of ``detector_score``.
+        """
+        unknown = set(signals) - set(SIGNALS) - set(LENGTHS)
+        if unknown:
+            raise ValueError(f"signals must be among {SIGNALS + LENGTHS}, got {sorted(unknown)}")
+        table = RecordRow.__table__
+        query = (
+            select(*(table.c[name] for name in signals))
+            .where(*self._filters(start, end, model, version, tags))
+            .order_by(table.c.time.desc())
+            .limit(limit)
+        )
+        with self.reader.connect() as connection:
+            rows = connection.execute(query).all()
+        columns = {}
+        for i, name in enumerate(signals):
+            column = np.array([row[i] for row in rows if row[i] is not None], dtype=np.float64)
+            columns[name] = column
+        return columns
+
+    def series(
+        self,
+        signal: str,
+        *,
+        start: float,
+        end: float,
+        bucket_s: int = ROLLUP_S,
+        by: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Mean of ``signal`` per time bucket (and per ``by`` tag), from the rollups.
+
+        Returns ``[{"bucket": start seconds, "group": tag value or "", "count", "mean"}]`` in
+        time order; buckets without records are absent.
+        """
+        if signal not in SIGNALS + LENGTHS:
+            raise ValueError(f"signal must be one of {SIGNALS + LENGTHS}, got {signal!r}")
+        if by is not None and by not in GROUPS:
+            raise ValueError(f"by must be one of {GROUPS} or None, got {by!r}")
+        if bucket_s < ROLLUP_S or bucket_s % ROLLUP_S:
+            raise ValueError(f"bucket_s must be a multiple of {ROLLUP_S}, got {bucket_s}")
+        table = RollupRow.__table__
+        bucket = (table.c.bucket // bucket_s) * bucket_s  # integer division floors (bucket >= 0)
+        count = table.c.detector_count if signal == "detector_score" else table.c.count
+        clauses = [table.c.bucket >= start - start % ROLLUP_S, table.c.bucket < end]
+        if model is not None:
+            clauses.append(table.c.model == model)
+        if version is not None:
+            clauses.append(table.c.version == version)
+        keys = [bucket, table.c[by]] if by else [bucket]
+        query = (
+            select(*keys, func.sum(count), func.sum(table.c[signal]))
+            .where(*clauses)
+            .group_by(*keys)
+            .order_by(*keys)
+        )
+        with self.reader.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            {
+                "bucket": int(row[0]),
+                "group": row[1] if by else "",
+                "count": int(row[-2]),
+                "mean": float(row[-1]) / float(row[-2]),
+            }
+            for row in rows
+            if row[-2]
+        ]
+
+    def groups(self) -> list[dict[str, str]]:
+        """Every (model, version) pair that has records."""
+        table = RollupRow.__table__
+        query = select(table.c.model, table.c.version).distinct().order_by("model", "version")
+        with self.reader.connect() as connection:
+            return [{"model": m, "version": v} for m, v in connection.execute(query)]
+
+    # ----- retention and alerts --------------------------------------------------------------
+
+    def delete_older_than(self, days: float, *, now: float | None = None) -> int:
+        """Delete records (and rollups) older than ``days``; returns how many records went."""
+        if not days > 0:
+            raise ValueError(f"days must be positive, got {days}")
+        cutoff = (time.time() if now is None else now) - days * 86400.0
+        records, rollups = RecordRow.__table__, RollupRow.__table__
+        with self._write_lock, self.writer.begin() as connection:
+            gone = connection.execute(delete(records).where(records.c.time < cutoff)).rowcount
+            connection.execute(delete(rollups).where(rollups.c.bucket + ROLLUP_S <= cutoff))
+        return gone
+
+    def add_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:
+        """Store fired alerts (``rule, signal, severity, value, message, fired_at``)."""
+        rows = [dict(alert) for alert in alerts]
+        if rows:
+            with self._write_lock, self.writer.begin() as connection:
+                connection.execute(AlertRow.__table__.insert(), rows)
+
+    def alerts(self, *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Fired alerts, newest first."""
+        table = AlertRow.__table__
+        query = select(table).order_by(table.c.fired_at.desc(), table.c.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(table.c.fired_at >= since)
+        with self.reader.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
