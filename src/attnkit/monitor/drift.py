@@ -154,26 +154,26 @@ def _sample(values: ArrayLike, name: str) -> np.ndarray:
 
 
 def _psi_bin(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Bin index of each value: below the minimum, the quantile bins, above the maximum."""
-    top = max(len(edges) - 1, 1)  # index of the bin that holds the reference maximum
-    inner = np.searchsorted(edges, values, side="right")
-    return np.where(values > edges[-1], top + 1, np.where(values == edges[-1], top, inner))
+    """Bin of each value: 0 below ``edges[0]``, j in ``(edges[j-1], edges[j]]``, last above."""
+    inner = np.maximum(np.searchsorted(edges, values, side="left"), 1)  # the minimum joins bin 1
+    return np.where(values < edges[0], 0, inner)
 
 
 def psi(reference: ArrayLike, current: ArrayLike, bins: int = PSI_BINS) -> float:
     """Population Stability Index, ``sum((c - r) * ln(c / r))`` over reference quantile bins.
 
-    Bin edges are the reference's ``0, 1/bins, ..., 1`` quantiles (duplicates merged, so tied
-    values share a bin); the bins are ``[e_0, e_1), ..., [e_(k-1), e_k]`` plus one bin below
-    the reference minimum and one above its maximum, so no current value is lost. ``r`` and ``c``
-    are the proportions of the two windows in each bin, an empty bin counting as
-    :data:`PSI_EPS`.
+    Bin edges ``e_0 .. e_bins`` are the reference's ``0, 1/bins, ..., 1`` quantiles; the bins
+    are ``[e_0, e_1], (e_1, e_2], ..., (e_(bins-1), e_bins]`` plus one bin below the reference
+    minimum and one above its maximum, so no current value is lost and a constant reference
+    still has bins on both sides. ``r`` and ``c`` are the proportions of the two windows in each
+    bin, an empty bin counting as :data:`PSI_EPS` (tied quantiles leave bins empty in both
+    windows, which add nothing).
     """
     if bins < 1:
         raise ValueError(f"bins must be positive, got {bins}")
     ref, cur = _sample(reference, "reference"), _sample(current, "current")
-    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)))
-    size = max(len(edges) - 1, 1) + 2
+    edges = np.quantile(ref, np.linspace(0.0, 1.0, bins + 1))
+    size = bins + 2
     r = np.bincount(_psi_bin(edges, ref), minlength=size) / ref.size
     c = np.bincount(_psi_bin(edges, cur), minlength=size) / cur.size
     r, c = np.where(r == 0, PSI_EPS, r), np.where(c == 0, PSI_EPS, c)
