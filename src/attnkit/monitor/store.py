@@ -244,10 +244,20 @@ class Store:
         ``max_weight``, the lengths ``prompt_tokens``, ``new_tokens`` and optionally ``time``
         (default now), ``model``, ``version``, ``tags`` (str → str), ``detector_score``, ``trace``.
         """
-        rows = [_check_record(record) for record in records]
+        rows = [self.prepare(record) for record in records]
+        new = self.write(rows)
+        return InsertResult(len(new), len(rows) - len(new))
+
+    @staticmethod
+    def prepare(record: Mapping[str, Any]) -> dict[str, Any]:
+        """Check one record's fields and fill in defaults; raises ValueError/TypeError."""
+        return _check_record(record)
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert prepared rows in one transaction; returns the request ids that were new."""
         unique = list({row["request_id"]: row for row in rows}.values())
         if not unique:
-            return InsertResult(0, 0)
+            return set()
         table = RecordRow.__table__
         statement = (
             self._insert(table).on_conflict_do_nothing(index_elements=["request_id"])
@@ -255,7 +265,7 @@ class Store:
         with self._write_lock, self.writer.begin() as connection:
             new = set(connection.execute(statement, unique).scalars())
             self._add_rollups(connection, [row for row in unique if row["request_id"] in new])
-        return InsertResult(len(new), len(rows) - len(new))
+        return new
 
     def _add_rollups(self, connection, rows: Sequence[dict[str, Any]]) -> None:
         sums: dict[tuple[int, str, str], dict[str, float]] = {}

@@ -1,0 +1,103 @@
+"""Request bodies of the monitoring API (pydantic): what a record may hold, checked strictly.
+
+Numbers must be JSON numbers (no strings, no NaN or infinity), strings must be valid Unicode
+without NUL characters (PostgreSQL refuses them), and every list and string has a bound, so a
+request is accepted whole or refused with a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["BatchIn", "RecordIn", "TokenTraceIn"]
+
+MAX_TOKENS = 8192  # answer and context tokens in one per-token trace
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from error
+    return value
+
+
+def Text(max_length: int, min_length: int = 0):
+    return Annotated[
+        str, Field(min_length=min_length, max_length=max_length), AfterValidator(_text)
+    ]
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Pair = Annotated[list[Finite], Field(min_length=2, max_length=2)]
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class ContextIn(BaseModel):
+    """The context of a per-token trace."""
+
+    model_config = STRICT
+    start: Count  # position of the context's first token in the prompt
+    tokens: list[Text(1000)] = Field(max_length=MAX_TOKENS)
+    truncated: bool = False
+
+
+class TokenTraceIn(BaseModel):
+    """Compact per-token trace (:func:`attnkit.monitor.client.token_trace`)."""
+
+    model_config = STRICT
+    tokens: list[Text(1000)] = Field(max_length=MAX_TOKENS)
+    lookback_ratio: list[Finite] = Field(max_length=MAX_TOKENS)
+    entropy: list[Finite] = Field(max_length=MAX_TOKENS)
+    sink: list[Finite] = Field(max_length=MAX_TOKENS)
+    max_weight: list[Finite] = Field(max_length=MAX_TOKENS)
+    retrieval: list[Finite] = Field(max_length=MAX_TOKENS)
+    context: ContextIn
+    # per answer token: [position in the context, share of heads] it was copied from
+    leaned_on: list[list[Pair]] = Field(max_length=MAX_TOKENS)
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> TokenTraceIn:
+        n = len(self.tokens)
+        for name in ("lookback_ratio", "entropy", "sink", "max_weight", "retrieval", "leaned_on"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} must have one entry per token ({n})")
+        context = len(self.context.tokens)
+        for row in self.leaned_on:
+            for position, _ in row:
+                if not (position.is_integer() and 0 <= position < context):
+                    raise ValueError(
+                        f"leaned_on positions must be integers in [0, {context}), got {position}"
+                    )
+        return self
+
+
+class RecordIn(BaseModel):
+    """One generation's record: tags and per-request signal summaries."""
+
+    model_config = STRICT
+    request_id: Text(128, min_length=1)  # unique; sending it again changes nothing
+    time: Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)] | None = None  # epoch s
+    model: Text(200) = ""
+    version: Text(200) = ""
+    tags: dict[Text(64, min_length=1), Text(500)] = Field(default_factory=dict, max_length=32)
+    lookback_ratio: Finite
+    entropy: Finite
+    sink: Finite
+    max_weight: Finite
+    detector_score: Finite | None = None
+    prompt_tokens: Count
+    new_tokens: Count
+    trace: TokenTraceIn | None = None
+
+
+class BatchIn(BaseModel):
+    """Several records, written in one transaction."""
+
+    model_config = STRICT
+    records: list[RecordIn] = Field(min_length=1, max_length=10_000)

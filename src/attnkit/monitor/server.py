@@ -1,0 +1,420 @@
+"""The monitoring service (FastAPI): ingest, query, drift, alerts, Prometheus metrics, dashboard.
+
+``create_app(Settings(db=..., tokens=(...)))`` builds the app; ``attnkit serve`` runs it with
+uvicorn. Every ``/v1`` route and ``/metrics`` need ``Authorization: Bearer <token>`` when tokens
+are set (401 without one, 403 with a wrong one; compared in constant time, never logged).
+Bodies over ``max_body_bytes`` get 413, invalid input a 4xx with a message. The dashboard
+(``/``) is static; it asks for the token and reads the API like any client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from attnkit.monitor.schemas import BatchIn, RecordIn
+from attnkit.monitor.settings import Settings
+from attnkit.monitor.store import GROUPS, LENGTHS, ROLLUP_S, SIGNALS, Store
+from attnkit.monitor.writer import GroupWriter
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+WEB = Path(__file__).parent / "web"
+ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+PROTECTED = ("/v1/", "/metrics")
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
+     b"connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]  # fmt: skip
+DAY = 86400.0
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class Guard:
+    """ASGI middleware: bearer-token check, body size limit (413) and security headers."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        self.app, self.limit = app, settings.max_body_bytes
+        self.digests = [_digest(token) for token in settings.tokens]
+
+    def _authorized(self, scope) -> tuple[int, str] | None:
+        if not self.digests or not scope["path"].startswith(PROTECTED):
+            return None
+        headers = dict(scope["headers"])
+        value = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return 401, "missing bearer token: send 'Authorization: Bearer <token>'"
+        given = _digest(token.strip())
+        matched = False
+        for digest in self.digests:  # every token compared, in constant time
+            matched |= hmac.compare_digest(given, digest)
+        return None if matched else (403, "invalid token")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        refused = self._authorized(scope)
+        if refused is None:
+            refused, receive = await self._read_body(scope, receive)
+        if refused is not None:
+            status, detail = refused
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            response = JSONResponse({"detail": detail}, status_code=status, headers=headers)
+            await response(scope, receive, send_secured)
+            return
+        await self.app(scope, receive, send_secured)
+
+    async def _read_body(self, scope, receive):
+        """Read the whole body (at most ``limit`` bytes) and replay it to the app."""
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = (413, f"request body larger than {self.limit} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return too_large, receive
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None, receive  # the client went away; let the app see it
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return too_large, receive
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return None, replay
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _tag_filters(tag: list[str]) -> dict[str, str]:
+    filters = {}
+    for item in tag:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise HTTPException(422, f"tag filters must be key:value, got {item!r}")
+        filters[key] = value
+    return filters
+
+
+def _window(start: float | None, end: float | None, default_days: float) -> tuple[float, float]:
+    end = time.time() if end is None else end
+    start = end - default_days * DAY if start is None else start
+    if not start < end:
+        raise HTTPException(422, f"start ({start}) must be before end ({end})")
+    return start, end
+
+
+def _metrics(registry):
+    from prometheus_client import Counter, Histogram
+
+    return {
+        "ingested": Counter("attnkit_records_ingested", "Records stored", registry=registry),
+        "duplicates": Counter(
+            "attnkit_records_duplicate", "Records skipped: request id already stored",
+            registry=registry,
+        ),
+        "requests": Counter(
+            "attnkit_http_requests", "HTTP requests", ["method", "route", "status"],
+            registry=registry,
+        ),
+        "latency": Histogram(
+            "attnkit_http_request_seconds", "HTTP request latency", ["route"], registry=registry
+        ),
+        "alerts": Counter(
+            "attnkit_alerts_fired", "Alerts fired", ["rule", "severity"], registry=registry
+        ),
+    }  # fmt: skip
+
+
+Seconds = Annotated[float | None, Query(ge=0, le=1e11, allow_inf_nan=False)]
+Name = Annotated[str | None, Query(max_length=200)]
+Signal = Literal[SIGNALS + LENGTHS]
+Group = Literal[GROUPS]
+Method = Literal["psi", "ks", "wasserstein", "jensenshannon"]
+Tags = Annotated[list[str], Query(max_length=32, description="key:value filters on tags")]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The monitoring service for ``settings`` (default: :meth:`Settings.from_env`)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    settings = Settings.from_env() if settings is None else settings
+    store = Store(settings.db)
+    store.upgrade()
+    writer = GroupWriter(store)
+    registry = CollectorRegistry()
+    metrics = _metrics(registry)
+    alerting = _Alerting(settings, store, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        task = asyncio.create_task(alerting.loop())
+        yield
+        task.cancel()
+        writer.close()
+        store.close()
+
+    app = FastAPI(
+        title="attnkit monitor",
+        version="1",
+        description="Attention signals of LLM generations over time: ingest, query, drift, "
+        "alerts. Send 'Authorization: Bearer <token>' to every /v1 route.",
+        lifespan=lifespan,
+    )
+    app.state.store, app.state.alerting = store, alerting
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # the message and where, never the input back (it may be huge, or NaN)
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    bearer = HTTPBearer(auto_error=False, description="a token from ATTNKIT_TOKENS")
+    api = APIRouter(prefix="/v1", dependencies=[Depends(bearer)])
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "other")
+        metrics["latency"].labels(route).observe(time.perf_counter() - start)
+        metrics["requests"].labels(request.method, route, response.status_code).inc()
+        return response
+
+    async def ingest(records: list[RecordIn]) -> dict[str, int]:
+        try:
+            rows = [store.prepare(record.model_dump()) for record in records]
+        except (TypeError, ValueError) as error:
+            raise HTTPException(422, str(error)) from error
+        result = await asyncio.wrap_future(writer.submit(rows))
+        metrics["ingested"].inc(result.inserted)
+        metrics["duplicates"].inc(result.duplicates)
+        return {"inserted": result.inserted, "duplicates": result.duplicates}
+
+    @api.post("/records", summary="Store one record (idempotent on request_id)")
+    async def post_record(record: RecordIn) -> dict[str, int]:
+        return await ingest([record])
+
+    @api.post("/records/batch", summary="Store records in one transaction")
+    async def post_batch(batch: BatchIn) -> dict[str, int]:
+        return await ingest(batch.records)
+
+    @api.get("/records", summary="Records newest first, without per-token traces")
+    def get_records(
+        start: Seconds = None,
+        end: Seconds = None,
+        model: Name = None,
+        version: Name = None,
+        tag: Tags = [],  # noqa: B006 (FastAPI copies defaults)
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?_\d+$")] = None,
+    ) -> dict[str, Any]:
+        before = None
+        if cursor is not None:
+            at, _, row_id = cursor.partition("_")
+            before = (float(at), int(row_id))
+        rows, after = store.records(
+            start=start, end=end, model=model, version=version, tags=_tag_filters(tag),
+            limit=limit, before=before,
+        )  # fmt: skip
+        return {
+            "records": rows,
+            "next_cursor": None if after is None else f"{after[0]!r}_{after[1]}",
+        }
+
+    @api.get("/records/{request_id}", summary="One record with its per-token trace")
+    def get_record(request_id: str) -> dict[str, Any]:
+        row = store.get(request_id)
+        if row is None:
+            raise HTTPException(404, "no record with this request_id")
+        return row
+
+    @api.get("/groups", summary="Every (model, version) with records")
+    def get_groups() -> list[dict[str, str]]:
+        return store.groups()
+
+    @api.get("/series", summary="Mean of a signal per time bucket, optionally per tag")
+    def get_series(
+        signal: Signal = "lookback_ratio",
+        start: Seconds = None,
+        end: Seconds = None,
+        bucket_s: Annotated[int | None, Query(ge=ROLLUP_S, le=366 * 86400)] = None,
+        by: Group | None = None,
+        model: Name = None,
+        version: Name = None,
+    ) -> dict[str, Any]:
+        start, end = _window(start, end, 1)
+        if bucket_s is None:  # about 200 points
+            bucket_s = max(ROLLUP_S, math.ceil((end - start) / 200 / ROLLUP_S) * ROLLUP_S)
+        bucket_s -= bucket_s % ROLLUP_S
+        points = store.series(
+            signal, start=start, end=end, bucket_s=bucket_s, by=by, model=model, version=version
+        )
+        return {"signal": signal, "bucket_s": bucket_s, "by": by, "points": points}
+
+    @api.get("/drift", summary="Drift of every signal: reference window vs current window")
+    def get_drift(
+        current_days: Annotated[float, Query(gt=0, le=3660)] = 1.0,
+        reference_days: Annotated[float, Query(gt=0, le=3660)] = 7.0,
+        end: Seconds = None,
+        by: Group | None = None,
+        method: Method | None = None,
+    ) -> dict[str, Any]:
+        return _drift(store, settings, current_days, reference_days, end, by, method)
+
+    @api.get("/alerts", summary="Alerts that fired, newest first")
+    def get_alerts(
+        since: Seconds = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        return {"alerts": store.alerts(since=since, limit=limit), "rules": alerting.rule_names}
+
+    @api.post("/alerts/evaluate", summary="Evaluate the alert rules now")
+    async def evaluate_alerts() -> dict[str, Any]:
+        fired = await run_in_threadpool(alerting.evaluate)
+        return {"fired": fired}
+
+    app.include_router(api)
+
+    @app.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(bearer)])
+    def get_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    page = (WEB / "index.html").read_bytes()
+    assets = {name: (WEB / name).read_bytes() for name in ASSETS}
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in assets:
+            raise HTTPException(404, "no such asset")
+        return Response(assets[name], media_type=ASSETS[name])
+
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+def _drift(store, settings, current_days, reference_days, end, by, method) -> dict[str, Any]:
+    from attnkit.monitor.drift import drift_report
+
+    end = time.time() if end is None else end
+    split = end - current_days * DAY
+    start = split - reference_days * DAY
+    groups = [None] if by is None else sorted({g[by] for g in store.groups()})
+    results = []
+    for group in groups:
+        where = {} if group is None else {by: group}
+        reference = store.values(start=start, end=split, limit=settings.drift_samples, **where)
+        current = store.values(start=split, end=end, limit=settings.drift_samples, **where)
+        usable = [s for s in SIGNALS if len(reference[s]) and len(current[s])]
+        entry: dict[str, Any] = {"group": group, "signals": {}, "skipped": []}
+        entry["skipped"] = [s for s in SIGNALS if s not in usable]
+        if usable:
+            report = drift_report(
+                {s: reference[s] for s in usable}, {s: current[s] for s in usable}, method=method
+            )
+            entry["drifted"], entry["drifted_share"] = report.drifted, report.drifted_share
+            entry["signals"] = {
+                name: {k: _finite(v) if isinstance(v, float) else v for k, v in asdict(r).items()}
+                for name, r in report.results.items()
+            }
+        results.append(entry)
+    return {
+        "reference": {"start": start, "end": split},
+        "current": {"start": split, "end": end},
+        "by": by,
+        "groups": results,
+    }
+
+
+class _Alerting:
+    """Evaluates the alert rules of ``settings.rules`` on the store's newest windows."""
+
+    def __init__(self, settings: Settings, store: Store, metrics) -> None:
+        self.settings, self.store, self.metrics = settings, store, metrics
+        self.alerters = []
+        if settings.rules is not None:
+            from attnkit.monitor.alerts import Alerter, load_rules
+
+            for rule in load_rules(settings.rules):  # one alerter per rule: its own cool-down
+                self.alerters.append((rule, Alerter([rule], webhook_url=settings.webhook_url)))
+        self.rule_names = [rule.name for rule, _ in self.alerters]
+
+    def evaluate(self) -> int:
+        """Evaluate every rule once; store what fired and return how many did."""
+        now, fired = time.time(), []
+        for rule, alerter in self.alerters:
+            where = {key: rule.tags[key] for key in GROUPS if key in rule.tags}
+            others = {k: v for k, v in rule.tags.items() if k not in GROUPS}
+            window = {"tags": others, "limit": self.settings.drift_samples, **where}
+            current = self.store.values([rule.signal], start=now - rule.window_s, end=now, **window)
+            reference = None
+            if rule.kind == "drift":
+                reference = self.store.values(
+                    [rule.signal], start=now - 2 * rule.window_s, end=now - rule.window_s, **window
+                )
+                if not len(reference[rule.signal]):
+                    continue
+            if not len(current[rule.signal]):
+                continue
+            fired += alerter.evaluate(current, reference, tags=rule.tags)
+        for alert in fired:
+            self.metrics["alerts"].labels(alert.rule, alert.severity).inc()
+        self.store.add_alerts(asdict(alert) for alert in fired)
+        return len(fired)
+
+    async def loop(self) -> None:
+        """Evaluate every ``alert_interval_s``; apply retention once a day."""
+        last_retention = 0.0
+        while True:
+            await asyncio.sleep(self.settings.alert_interval_s)
+            try:
+                if self.alerters:
+                    await run_in_threadpool(self.evaluate)
+                days = self.settings.retention_days
+                if days is not None and time.time() - last_retention > DAY:
+                    await run_in_threadpool(self.store.delete_older_than, days)
+                    last_retention = time.time()
+            except Exception:  # a failing round must not stop the next ones
+                log.exception("alert evaluation failed")

@@ -1,0 +1,57 @@
+"""Settings of the monitoring service, from arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``create_app`` needs. Tokens never appear in ``repr`` (nor in any log)."""
+
+    db: str = "sqlite:///attnkit.db"  # database URL (SQLite file or PostgreSQL)
+    tokens: tuple[str, ...] = field(default=(), repr=False)  # bearer tokens; () = no auth
+    rules: Path | None = None  # TOML file of alert rules (attnkit.monitor.alerts)
+    webhook_url: str | None = field(default=None, repr=False)  # where fired alerts are POSTed
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
+    alert_interval_s: float = 60.0  # seconds between evaluations of the alert rules
+    retention_days: float | None = None  # delete older records once a day; None keeps all
+    drift_samples: int = 5000  # newest records per window that a drift test reads
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tokens, str):
+            raise TypeError("tokens must be a tuple of strings, got one string")
+        if any(not token or token.strip() != token for token in self.tokens):
+            raise ValueError("tokens must be non-empty strings without surrounding spaces")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if not self.alert_interval_s > 0:
+            raise ValueError(f"alert_interval_s must be positive, got {self.alert_interval_s}")
+        if self.retention_days is not None and not self.retention_days > 0:
+            raise ValueError(f"retention_days must be positive, got {self.retention_days}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Settings from ``ATTNKIT_DB``, ``ATTNKIT_TOKENS`` (comma-separated),
+        ``ATTNKIT_RULES``, ``ATTNKIT_WEBHOOK_URL`` and ``ATTNKIT_RETENTION_DAYS``; keyword
+        arguments that are not None win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if "ATTNKIT_DB" in environ:
+            values["db"] = environ["ATTNKIT_DB"]
+        tokens = [t.strip() for t in environ.get("ATTNKIT_TOKENS", "").split(",") if t.strip()]
+        if tokens:
+            values["tokens"] = tuple(tokens)
+        if environ.get("ATTNKIT_RULES"):
+            values["rules"] = Path(environ["ATTNKIT_RULES"])
+        if environ.get("ATTNKIT_WEBHOOK_URL"):
+            values["webhook_url"] = environ["ATTNKIT_WEBHOOK_URL"]
+        if environ.get("ATTNKIT_RETENTION_DAYS"):
+            values["retention_days"] = float(environ["ATTNKIT_RETENTION_DAYS"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
