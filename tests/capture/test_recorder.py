@@ -12,13 +12,21 @@ from attnkit.capture import attention_layers, stats_from_weights
 STATS = ("entropy", "max", "argmax", "sink")
 
 
-@pytest.fixture(autouse=True, params=[256, 4], ids=["one-tile", "streamed"])
+@pytest.fixture(
+    autouse=True,
+    params=[(256, True), (4, True), (4, False)],
+    ids=["one-tile", "kernel", "tiled"],
+)
 def block(request, monkeypatch):
-    """Run every test with short inputs as one tile, and again streamed over 4-key blocks."""
-    from attnkit.capture import stats
+    """Run every test with short inputs as one tile, on the fused CPU kernel where it applies,
+    and on the fallback path streamed over 4-key blocks."""
+    from attnkit.capture import kernel, stats
 
-    monkeypatch.setattr(stats, "BLOCK", request.param)
-    return request.param
+    size, use_kernel = request.param
+    monkeypatch.setattr(stats, "BLOCK", size)
+    if not use_kernel:
+        monkeypatch.setattr(kernel, "available", lambda: False)
+    return size
 
 
 def _assert_stats_match(recording, layer, weights, spans=None, keep=None):

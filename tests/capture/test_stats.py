@@ -7,6 +7,7 @@ import torch
 
 from attnkit.attention.backends import math_attention
 from attnkit.attention.positional import ALiBi
+from attnkit.capture import kernel
 from attnkit.capture import stats as S
 
 ALL = ("entropy", "max", "argmax", "sink")
@@ -59,6 +60,65 @@ def test_streamed_stats_equal_the_weights_statistics(monkeypatch, dv, causal, gq
     assert set(out.stats) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(out.stats[name], value, msg=name)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Count the calls that reach attnkit's fused CPU kernel."""
+    if not kernel.available():
+        pytest.skip("attnkit's CPU statistics kernel could not be built here (no C++ compiler)")
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+
+    original = kernel.flash_stats
+    monkeypatch.setattr(kernel, "flash_stats", counted)
+    return calls
+
+
+@pytest.mark.parametrize("shape", [(37, 211), (211, 211), (1, 600), (300, 700)])
+@pytest.mark.parametrize("dv", [16, 8], ids=["same_width", "narrow_values"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("gqa", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_kernel_equals_the_weights_statistics(kernel_calls, shape, dv, causal, gqa, masked):
+    gen = torch.Generator().manual_seed(sum(shape) + dv)
+    num_queries, num_keys = shape
+    heads, kv_heads = 4, 2 if gqa else 4
+    q = torch.randn(2, heads, num_queries, 16, generator=gen)
+    k = 3 * torch.randn(2, kv_heads, num_keys, 16, generator=gen)  # sharp attention
+    v = torch.randn(2, kv_heads, num_keys, dv, generator=gen)
+    mask = None
+    if masked:
+        mask = torch.rand(2, 1, 1, num_keys, generator=gen) > 0.3
+        mask[1, 0, 0, : num_keys - num_queries + 1] = False  # early queries with no key
+    spans = {"context": (3, 40), "tail": (60, num_keys)}
+    reference = math_attention(q, k, v, mask=mask, causal=causal, need_weights=True)
+    expected = S.stats_from_weights(reference.weights, ALL, spans)
+    out = S.attention_stats(q, k, v, mask=mask, causal=causal, stats=ALL, spans=spans)
+    assert len(kernel_calls) == (num_queries * num_keys > S.BLOCK**2)  # else one plain tile
+    torch.testing.assert_close(out.output, reference.output, atol=1e-5, rtol=0)
+    for name, value in expected.items():
+        if name == "argmax":  # ties aside, the same key
+            assert (out.stats[name] != value).float().mean() < 1e-3
+        else:
+            torch.testing.assert_close(out.stats[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_kernel_is_skipped_where_it_does_not_apply(kernel_calls):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 300, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    S.attention_stats(q, k, v, stats=ALL)  # float64
+    q, k, v = (t.float().requires_grad_() for t in (q, k, v))
+    S.attention_stats(q, k, v, stats=ALL)  # autograd
+    with torch.no_grad():
+        S.attention_stats(q, k, v, stats=ALL, bias=torch.zeros(300, 300))  # a score bias
+    assert kernel_calls == []
+    with torch.no_grad():
+        S.attention_stats(q, k, v, stats=ALL)
+    assert len(kernel_calls) == 1
 
 
 @pytest.mark.parametrize("causal", [False, True])

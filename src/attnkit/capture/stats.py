@@ -10,7 +10,10 @@ allowed keys, the statistics of each query ``i`` are:
 - ``sink``: the weight on key 0 (Xiao et al. 2024, "attention sinks");
 - ``mass:<name>``: ``Σ_{j ∈ span} p_ij`` for a named key span ``[start, stop)``.
 
-No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is):
+No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is). On the CPU,
+for float32 inputs without a score bias and without autograd, attnkit's own fused kernel
+(:mod:`attnkit.capture.kernel`) computes the output and every statistic in one flash-attention
+pass. Elsewhere, or where the kernel cannot be built:
 
 1. one fused kernel call gives the output and ``lse`` (PyTorch's CPU flash kernel; an online
    softmax over key blocks elsewhere);
@@ -37,6 +40,7 @@ from torch import Tensor
 from attnkit.attention.backends import math_attention
 from attnkit.attention.functional import causal_mask, kv_groups
 from attnkit.attention.output import AttentionOutput
+from attnkit.capture import kernel
 
 __all__ = ["BASIC_STATS", "BLOCK", "attention_stats", "check_stats", "stats_from_weights"]
 
@@ -247,14 +251,16 @@ def attention_stats(
         )
         stats = _read_weights(reference.weights, names, spans)
         return AttentionOutput(reference.output, stats=stats)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    if mask is not None and mask.dim() < 4:
+        mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
+    if _kernel_applies(query, key, value, bias):
+        return _kernel_stats(query, key, value, mask, causal, scale, names, spans)
     group = kv_groups(query, key)
     if group > 1:
         key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)
         value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
     num_queries, num_keys = query.shape[-2], key.shape[-2]
-    if mask is not None and mask.dim() < 4:
-        mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
     output, lse = _fused(query, key, value, mask, bias, causal, scale)
     has_key = _has_key(mask, causal, num_queries, num_keys, lse.shape).to(lse.device)
     lse = torch.where(has_key, lse, math.inf)  # exp(s - inf) = 0 for queries with no key
@@ -328,6 +334,43 @@ def attention_stats(
         if mask is not None:
             sink = sink * mask[..., 0].expand(sink.shape)
         result["sink"] = sink  # key 0 is never in a query's causal future
+    return AttentionOutput(output, stats={name: result[name] for name in names})
+
+
+def _kernel_applies(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> bool:
+    inputs = (query, key, value)
+    return (
+        bias is None
+        and all(x.device.type == "cpu" and x.dtype == torch.float32 for x in inputs)
+        and not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs))
+        and kernel.available()
+    )
+
+
+def _kernel_stats(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    causal: bool,
+    scale: float,
+    names: tuple[str, ...],
+    spans: Mapping[str, tuple[int, int]],
+) -> AttentionOutput:
+    """Every statistic from one pass of :func:`attnkit.capture.kernel.flash_stats`."""
+    span_names = [name for name in names if name.startswith("mass:")]
+    ranges = [spans[name.removeprefix("mass:")] for name in span_names]
+    if "sink" in names:
+        ranges.append((0, 1))  # the weight on key 0 is the mass of the span [0, 1)
+    output, lse, entropy, best, best_index, masses = kernel.flash_stats(
+        query, key, value, mask, causal, scale, ranges, "argmax" in names
+    )
+    result = {"entropy": entropy, "argmax": best_index}
+    result.update(zip(span_names, masses, strict=False))
+    if "sink" in names:
+        result["sink"] = masses[-1]
+    if "max" in names:
+        result["max"] = torch.exp(best - lse)  # 0 for a query with no key (lse = inf)
     return AttentionOutput(output, stats={name: result[name] for name in names})
 
 
