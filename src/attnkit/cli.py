@@ -111,3 +111,64 @@ def backends() -> None:
         kind = "exact" if entry.exact else "approximate"
         weights = "returns weights" if entry.weights else "no weights"
         typer.echo(f"{name:<9} {kind}, {weights}")
+
+
+@app.command()
+def serve(
+    db: Annotated[str | None, typer.Option(help="Database URL [env ATTNKIT_DB].")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    rules: Annotated[Path | None, typer.Option(help="TOML file of alert rules.")] = None,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(help="Bearer token (repeatable); prefer the ATTNKIT_TOKENS env variable."),
+    ] = None,
+    retention_days: Annotated[float | None, typer.Option(help="Delete older records.")] = None,
+) -> None:
+    """Run the LLM monitoring service: REST API, Prometheus /metrics and the dashboard."""
+    import uvicorn
+
+    from attnkit.monitor.server import create_app
+    from attnkit.monitor.settings import Settings
+
+    settings = Settings.from_env(
+        db=db, rules=rules, tokens=tuple(token) if token else None, retention_days=retention_days
+    )
+    if not settings.tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        raise typer.BadParameter("serving beyond loopback needs a token (ATTNKIT_TOKENS)")
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
+monitor_app = typer.Typer(help="LLM monitoring without the server.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("report")
+def monitor_report(
+    db: Annotated[str, typer.Option(help="Database URL, e.g. sqlite:///attnkit.db.")],
+    out: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("drift.html"),
+    reference_days: Annotated[float, typer.Option(min=0.001)] = 7.0,
+    current_days: Annotated[float, typer.Option(min=0.001)] = 1.0,
+    model: Annotated[str | None, typer.Option(help="Only this model's records.")] = None,
+    version: Annotated[str | None, typer.Option(help="Only this version's records.")] = None,
+) -> None:
+    """Write an HTML drift report: the last CURRENT-DAYS against the REFERENCE-DAYS before."""
+    from attnkit.monitor.drift import drift_report
+    from attnkit.monitor.report import render_drift_report
+    from attnkit.monitor.store import Store
+
+    store = Store(db)
+    store.upgrade()
+    reference, current, _ = store.windows(
+        current_days=current_days, reference_days=reference_days, model=model, version=version
+    )
+    store.close()
+    usable = [name for name in reference if len(reference[name]) and len(current[name])]
+    if not usable:
+        raise typer.BadParameter("no records in the reference or the current window")
+    reference = {name: reference[name] for name in usable}
+    current = {name: current[name] for name in usable}
+    report = drift_report(reference, current)
+    out.write_text(render_drift_report(report, reference, current))
+    drifted = [name for name, result in report.results.items() if result.drifted]
+    typer.echo(f"drifted: {', '.join(drifted) or 'none'}; report: {out}")
