@@ -107,7 +107,7 @@ def test_retention_deletes_older_records_and_their_rollups(store):
 def test_alerts_are_stored_newest_first(store):
     store.add_alerts([
         {"rule": "r", "signal": "sink", "severity": "warning", "value": 0.5, "message": "m",
-         "fired_at": NOW + i} for i in range(3)
+         "fired_at": NOW + i, "tags": {}} for i in range(3)
     ])  # fmt: skip
     assert [a["fired_at"] for a in store.alerts()] == [NOW + 2, NOW + 1, NOW]
     assert len(store.alerts(since=NOW + 1)) == 2

@@ -340,16 +340,16 @@ def _drift(store, settings, current_days, reference_days, end, by, method) -> di
 
     end = time.time() if end is None else end
     split = end - current_days * DAY
-    start = split - reference_days * DAY
     groups = [None] if by is None else sorted({g[by] for g in store.groups()})
     results = []
     for group in groups:
-        where = {} if group is None else {by: group}
-        reference = store.values(start=start, end=split, limit=settings.drift_samples, **where)
-        current = store.values(start=split, end=end, limit=settings.drift_samples, **where)
+        reference, current, _ = store.windows(
+            current_days=current_days, reference_days=reference_days, end=end,
+            limit=settings.drift_samples, **({} if group is None else {by: group}),
+        )  # fmt: skip
         usable = [s for s in SIGNALS if len(reference[s]) and len(current[s])]
-        entry: dict[str, Any] = {"group": group, "signals": {}, "skipped": []}
-        entry["skipped"] = [s for s in SIGNALS if s not in usable]
+        entry: dict[str, Any] = {"group": group, "drifted": None, "drifted_share": None}
+        entry["signals"], entry["skipped"] = {}, [s for s in SIGNALS if s not in usable]
         if usable:
             report = drift_report(
                 {s: reference[s] for s in usable}, {s: current[s] for s in usable}, method=method
@@ -361,7 +361,7 @@ def _drift(store, settings, current_days, reference_days, end, by, method) -> di
             }
         results.append(entry)
     return {
-        "reference": {"start": start, "end": split},
+        "reference": {"start": split - reference_days * DAY, "end": split},
         "current": {"start": split, "end": end},
         "by": by,
         "groups": results,
@@ -401,7 +401,7 @@ class _Alerting:
             fired += alerter.evaluate(current, reference, tags=rule.tags)
         for alert in fired:
             self.metrics["alerts"].labels(alert.rule, alert.severity).inc()
-        self.store.add_alerts(asdict(alert) for alert in fired)
+        self.store.add_alerts(alert.payload() for alert in fired)
         return len(fired)
 
     async def loop(self) -> None:

@@ -107,8 +107,9 @@ class AlertRow(Base):
     rule: Mapped[str] = mapped_column(String(200))
     signal: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(32))
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: not finite
     message: Mapped[str] = mapped_column(String(2000))
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)  # tags of the evaluated window
     fired_at: Mapped[float] = mapped_column(Float, index=True)
 
 
@@ -390,6 +391,35 @@ class Store:
             columns[name] = column
         return columns
 
+    def windows(
+        self,
+        *,
+        current_days: float = 1.0,
+        reference_days: float = 7.0,
+        end: float | None = None,
+        limit: int = 5000,
+        **filters,
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+        """Signals of a reference window and the current window right after it.
+
+        The current window is the last ``current_days`` before ``end`` (default now), the
+        reference the ``reference_days`` before that; ``filters`` are :meth:`values`'s ``model``,
+        ``version`` and ``tags``. Returns ``(reference, current, bounds)``, the first two
+        ``{signal: (n,)}`` as :meth:`values` gives them, ``bounds`` the windows' edges
+        (``reference_start``, ``split``, ``end``).
+        """
+        if not (current_days > 0 and reference_days > 0):
+            raise ValueError(
+                f"current_days and reference_days must be positive, got {current_days} and "
+                f"{reference_days}"
+            )
+        end = time.time() if end is None else end
+        split = end - current_days * 86400.0
+        start = split - reference_days * 86400.0
+        reference = self.values(start=start, end=split, limit=limit, **filters)
+        current = self.values(start=split, end=end, limit=limit, **filters)
+        return reference, current, {"reference_start": start, "split": split, "end": end}
+
     def series(
         self,
         signal: str,
@@ -461,7 +491,7 @@ class Store:
         return gone
 
     def add_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:
-        """Store fired alerts (``rule, signal, severity, value, message, fired_at``)."""
+        """Store fired alerts (``rule, signal, severity, value, message, fired_at, tags``)."""
         rows = [dict(alert) for alert in alerts]
         if rows:
             with self._write_lock, self.writer.begin() as connection:

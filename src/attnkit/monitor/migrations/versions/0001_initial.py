@@ -52,8 +52,9 @@ def upgrade() -> None:
         sa.Column("rule", sa.String(200), nullable=False),
         sa.Column("signal", sa.String(64), nullable=False),
         sa.Column("severity", sa.String(32), nullable=False),
-        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("value", sa.Float(), nullable=True),
         sa.Column("message", sa.String(2000), nullable=False),
+        sa.Column("tags", sa.JSON(), nullable=False),
         sa.Column("fired_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_alerts_fired_at", "alerts", ["fired_at"])
