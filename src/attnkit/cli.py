@@ -115,7 +115,10 @@ def backends() -> None:
 
 @app.command()
 def serve(
-    db: Annotated[str | None, typer.Option(help="Database URL [env ATTNKIT_DB].")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Database URL (default: ATTNKIT_DB, else sqlite:///attnkit.db)."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     rules: Annotated[Path | None, typer.Option(help="TOML file of alert rules.")] = None,
