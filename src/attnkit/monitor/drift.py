@@ -60,6 +60,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "DATASET_DRIFT_SHARE",
     "DEFAULT_THRESHOLDS",
     "JS_BINS",
     "METHODS",
