@@ -161,6 +161,24 @@ def test_psi_default_threshold_at_its_boundary():
     assert verdicts == {64: False, 65: True}
 
 
+def test_jensen_shannon_default_threshold_at_its_boundary():
+    # values 0 and 1 fall in the first and last of the 30 shared bins; the reference is half and
+    # half, the current window holds 500 + k zeros of 1000: the distance crosses 0.1 between
+    # k = 139 (0.09943) and k = 140 (0.10016)
+    reference = np.repeat([0.0, 1.0], 500)
+    verdicts = {}
+    for k in (139, 140):
+        current = np.repeat([0.0, 1.0], [500 + k, 500 - k])
+        q = (500 + k) / 1000
+        middle = (0.5 + q) / 2
+        kl_r = 0.5 * math.log(0.5 / middle) + 0.5 * math.log(0.5 / (1 - middle))
+        kl_c = q * math.log(q / middle) + (1 - q) * math.log((1 - q) / (1 - middle))
+        result = drift_test(reference, current, method="jensenshannon")
+        assert result.statistic == pytest.approx(math.sqrt((kl_r + kl_c) / 2), rel=1e-12)
+        verdicts[k] = result.drifted
+    assert verdicts == {139: False, 140: True}
+
+
 def test_default_method_switches_at_1000_reference_values():
     assert drift_test(np.arange(1000.0), np.arange(5.0)).method == "ks"
     assert drift_test(np.arange(1001.0), np.arange(5.0)).method == "wasserstein"
