@@ -43,7 +43,8 @@ def postgres_url():
         shutil.chown(root, "postgres", "postgres")
     port = free_port()
     subprocess.run(
-        _as_postgres([str(initdb), "-D", str(data), "-U", "postgres", "--auth=trust"]),
+        _as_postgres([str(initdb), "-D", str(data), "-U", "postgres", "--auth=trust",
+                      "--encoding=UTF8", "--locale=C.UTF-8"]),
         check=True, capture_output=True,
     )  # fmt: skip
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=100"
@@ -86,3 +87,31 @@ def store(store_url):
     store.upgrade()
     yield store
     store.close()
+
+
+TOKEN = "t0k3n-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def make_record(i, **fields):
+    """A valid API record whose signals are simple functions of ``i``."""
+    return {
+        "request_id": f"req-{i}", "time": time.time() - 60 + (i % 50), "model": "llama",
+        "version": "v1", "tags": {"route": "qa"}, "lookback_ratio": 0.5 + (i % 10) / 100,
+        "entropy": 2.0, "sink": 0.3, "max_weight": 0.4, "prompt_tokens": 12, "new_tokens": 4,
+        **fields,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def client(tmp_path):
+    """The service on a fresh SQLite file, behind a bearer token, in-process."""
+    from fastapi.testclient import TestClient
+
+    from attnkit.monitor.server import create_app
+    from attnkit.monitor.settings import Settings
+
+    settings = Settings(db=f"sqlite:///{tmp_path / 'api.db'}", tokens=(TOKEN, "second-token"),
+                        max_body_bytes=64 * 1024)  # fmt: skip
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client

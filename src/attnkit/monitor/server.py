@@ -248,6 +248,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?_\d+$")] = None,
     ) -> dict[str, Any]:
+        if start is not None and end is not None and not start < end:
+            raise HTTPException(422, f"start ({start}) must be before end ({end})")
         before = None
         if cursor is not None:
             at, _, row_id = cursor.partition("_")
