@@ -4,10 +4,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from attnkit.monitor.store import Store
@@ -115,3 +117,54 @@ def client(tmp_path):
                         max_body_bytes=64 * 1024)  # fmt: skip
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+class LiveServer:
+    """``uvicorn attnkit.monitor.server:create_app`` in a subprocess on a loopback port."""
+
+    def __init__(self, db_url: str, tmp_path: Path):
+        self.db_url, self.port = db_url, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"server-{self.port}.log"
+        env = {**os.environ, "ATTNKIT_DB": db_url, "ATTNKIT_TOKENS": TOKEN, "OMP_NUM_THREADS": "1"}
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "attnkit.monitor.server:create_app", "--factory",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/openapi.json", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server did not start: {self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """``serve(db_url) -> LiveServer``; every server started is stopped at the end."""
+    started = []
+
+    def start(db_url: str | None = None) -> LiveServer:
+        server = LiveServer(db_url or f"sqlite:///{tmp_path / 'live.db'}", tmp_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

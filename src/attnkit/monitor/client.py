@@ -199,6 +199,9 @@ class Monitor:
 
             def send(records: list) -> None:
                 response = self._http.post("/v1/records/batch", json={"records": records})
+                if response.status_code in (400, 413, 422):  # sending it again cannot help
+                    log.error("monitor service refused %d records: %s", len(records), response.text)
+                    return
                 if response.status_code >= 400:
                     raise RuntimeError(
                         f"the monitor service answered {response.status_code}: {response.text}"

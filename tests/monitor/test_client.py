@@ -1,0 +1,184 @@
+"""The Python client: summaries of a GenerationTrace, per-token traces, batching, retries."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import TOKEN
+
+from attnkit.llm.detector import LookbackLens, span_features
+from attnkit.llm.generate import GenerationTrace
+from attnkit.monitor.client import Monitor, summarize, token_trace
+from attnkit.monitor.store import Store
+
+
+class Tokenizer:
+    def decode(self, ids):
+        return "".join(f"<{i}>" for i in ids)
+
+
+def make_trace(seed=0):
+    """3 new tokens, 2 layers, 2 heads; context = prompt tokens 1..3 (ids 6, 7, 8)."""
+    generator = torch.Generator().manual_seed(seed)
+    retrieval = torch.zeros(3, 2, 2, dtype=torch.bool)
+    retrieval[0, 0, :] = True  # token 0 (id 7) copied by 2 of 4 heads
+    retrieval[2, 1, 1] = True  # token 2 (id 8) by 1 of 4
+    return GenerationTrace(
+        text="x", prompt_ids=torch.tensor([5, 6, 7, 8, 9]), new_ids=torch.tensor([7, 100, 8]),
+        context=(1, 4), layers=["l0", "l1"],
+        lookback_ratio=torch.rand(3, 2, 2, generator=generator),
+        entropy=torch.rand(3, 2, 2, generator=generator) * 3,
+        sink=torch.rand(3, 2, 2, generator=generator),
+        max_weight=torch.rand(3, 2, 2, generator=generator), retrieval=retrieval,
+    )  # fmt: skip
+
+
+def test_summary_is_the_mean_of_every_signal():
+    trace = make_trace()
+    record = summarize(trace, tags={"model": "m", "version": "2", "route": "qa"}, at=123.0)
+    assert record["model"] == "m" and record["version"] == "2" and record["tags"] == {"route": "qa"}
+    for name in ("lookback_ratio", "entropy", "sink", "max_weight"):
+        assert record[name] == pytest.approx(getattr(trace, name).mean().item())
+    assert (record["prompt_tokens"], record["new_tokens"], record["time"]) == (5, 3, 123.0)
+    assert record["detector_score"] is None and record["trace"] is None
+    assert len(record["request_id"]) == 32
+    Store.prepare(record)  # what the store accepts
+
+
+def test_detector_score_is_the_lookback_lens_probability():
+    rng = np.random.default_rng(0)
+    features = rng.random((40, 4))
+    detector = LookbackLens().fit(features, (features.mean(1) > 0.5).astype(int))
+    trace = make_trace()
+    record = summarize(trace, detector=detector)
+    expected = detector.predict_proba(span_features(trace.lookback_ratio)[None])[0]
+    assert record["detector_score"] == pytest.approx(expected)
+
+
+def test_token_trace_names_the_context_tokens_that_were_copied():
+    trace = make_trace()
+    compact = token_trace(trace, Tokenizer())
+    assert compact["tokens"] == ["<7>", "<100>", "<8>"]
+    assert compact["context"] == {"start": 1, "tokens": ["<6>", "<7>", "<8>"], "truncated": False}
+    assert compact["retrieval"] == [0.5, 0.0, 0.25]
+    assert compact["leaned_on"] == [[[1, 0.5]], [], [[2, 0.25]]]
+    expected = trace.lookback_ratio.mean((1, 2))
+    np.testing.assert_allclose(compact["lookback_ratio"], expected, atol=5e-5)
+    assert token_trace(trace)["tokens"] == ["7", "100", "8"]  # ids without a tokenizer
+
+
+def test_tags_must_be_strings():
+    with pytest.raises(TypeError, match="tags"):
+        summarize(make_trace(), tags={"model": 3})
+
+
+class CountingStore(Store):
+    def __init__(self, url):
+        super().__init__(url)
+        self.batches = []
+        self.fail = 0
+
+    def write(self, rows):
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("database away")
+        self.batches.append(len(rows))
+        return super().write(rows)
+
+
+@pytest.fixture
+def counting_store(tmp_path):
+    store = CountingStore(f"sqlite:///{tmp_path / 'c.db'}")
+    store.upgrade()
+    yield store
+    store.close()
+
+
+def test_records_are_written_in_batches(counting_store):
+    with Monitor(counting_store, batch_size=10, flush_interval=60) as monitor:
+        ids = [monitor.log(make_trace(i), tags={"model": "m"}) for i in range(25)]
+        deadline = time.monotonic() + 10
+        while counting_store.count() < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert counting_store.count() >= 20  # full batches went without a flush
+    assert counting_store.count() == 25  # close wrote the rest
+    assert max(counting_store.batches) == 10 and sum(counting_store.batches) == 25
+    assert {r["request_id"] for r in counting_store.records(limit=100)[0]} == set(ids)
+
+
+def test_partial_batches_go_after_flush_interval(counting_store):
+    monitor = Monitor(counting_store, batch_size=1000, flush_interval=0.05)
+    monitor.log(make_trace())
+    deadline = time.monotonic() + 10
+    while counting_store.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert counting_store.count() == 1 and monitor.pending == 0
+    monitor.close()
+    with pytest.raises(ValueError, match="closed"):
+        monitor.log(make_trace())
+
+
+def test_failed_writes_are_kept_and_resent_once(counting_store):
+    monitor = Monitor(counting_store, batch_size=100, flush_interval=60)
+    for i in range(5):
+        monitor.log(make_trace(i), request_id=f"r{i}")
+    counting_store.fail = 1
+    with pytest.raises(ConnectionError):
+        monitor.flush()
+    assert monitor.pending == 5 and counting_store.count() == 0
+    monitor.close()
+    assert counting_store.count() == 5 and counting_store.batches == [5]
+
+
+def test_monitor_opens_a_database_url_and_logs_from_threads(tmp_path):
+    url = f"sqlite:///{tmp_path / 'direct.db'}"
+    with Monitor(url, batch_size=7, flush_interval=0.01) as monitor:
+        threads = [
+            threading.Thread(target=lambda k=k: [monitor.log(make_trace(), request_id=f"{k}-{i}")
+                                                 for i in range(20)])
+            for k in range(4)
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    store = Store(url)
+    assert store.count() == 80
+    store.close()
+
+
+def test_monitor_sends_batches_over_http(serve, tmp_path):
+    server = serve()
+    with Monitor(server.url, TOKEN, batch_size=4, per_token=True, tokenizer=Tokenizer(),
+                 flush_interval=60) as monitor:  # fmt: skip
+        ids = [monitor.log(make_trace(i), tags={"model": "m", "route": "<b>"}) for i in range(10)]
+    store = Store(server.db_url)
+    assert {r["request_id"] for r in store.records(limit=100)[0]} == set(ids)
+    stored = store.get(ids[0])
+    assert stored["tags"] == {"route": "<b>"} and stored["trace"]["leaned_on"][0] == [[1, 0.5]]
+    store.close()
+    refused = Monitor(server.url, "wrong-token", flush_interval=60)
+    refused.log(make_trace())
+    with pytest.raises(RuntimeError, match="403"):
+        refused.flush()
+    assert refused.pending == 1  # kept: the token may be fixed
+    with pytest.raises(RuntimeError, match="403"):
+        refused.close()
+
+
+def test_batches_the_service_rejects_are_dropped_not_retried(serve, caplog):
+    server = serve()
+    monitor = Monitor(server.url, TOKEN, flush_interval=60)
+    monitor.log(make_trace(), tags={"route": "x" * 600})  # tag values are limited to 500
+    monitor.log_record(summarize(make_trace(), request_id="fine"))
+    monitor.close()
+    assert "refused 2 records" in caplog.text and monitor.pending == 0
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="batch_size"):
+        Monitor("http://127.0.0.1:9", batch_size=0)
+    with pytest.raises(TypeError, match="target"):
+        Monitor(42)
