@@ -246,14 +246,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version: Name = None,
         tag: Tags = [],  # noqa: B006 (FastAPI copies defaults)
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?_\d+$")] = None,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9][0-9.e+-]{0,30}_[0-9]{1,18}$")] = None,
     ) -> dict[str, Any]:
         if start is not None and end is not None and not start < end:
             raise HTTPException(422, f"start ({start}) must be before end ({end})")
         before = None
-        if cursor is not None:
+        if cursor is not None:  # "<time>_<id>" of the previous page's last record
             at, _, row_id = cursor.partition("_")
-            before = (float(at), int(row_id))
+            try:
+                before = (float(at), int(row_id))
+            except ValueError:
+                before = None
+            if before is None or not math.isfinite(before[0]):
+                raise HTTPException(422, "cursor must be one that a previous page returned")
         rows, after = store.records(
             start=start, end=end, model=model, version=version, tags=_tag_filters(tag),
             limit=limit, before=before,
