@@ -83,6 +83,12 @@ def store_url(request, tmp_path):
 
 
 @pytest.fixture
+def store_url_postgresql(postgres_url):
+    """An empty PostgreSQL database."""
+    return _fresh_postgres_database(postgres_url)
+
+
+@pytest.fixture
 def store(store_url):
     """A migrated store of each kind."""
     store = Store(store_url)

@@ -1,0 +1,100 @@
+"""Concurrent writers over HTTP on loopback, and a server killed (SIGKILL) in the middle."""
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from conftest import AUTH, make_record
+from sqlalchemy import text
+
+from attnkit.monitor.store import Store
+
+WRITERS, PER_WRITER = 8, 500
+
+
+def writer(url, worker, count, acknowledged, failures, stop=None):
+    """POST ``count`` single records; note each acknowledged id and every failure."""
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+        for i in range(count):
+            if stop is not None and stop.is_set():
+                return
+            request_id = f"w{worker}-{i}"
+            try:
+                answer = client.post("/v1/records", json=make_record(i, request_id=request_id))
+            except httpx.TransportError as error:
+                failures.append(repr(error))
+                return
+            if answer.status_code == 200:
+                acknowledged.append(request_id)
+            else:
+                failures.append(f"{answer.status_code} {answer.text}")
+
+
+def run_writers(url, count, stop=None):
+    acknowledged, failures = [], []
+    threads = [
+        threading.Thread(target=writer, args=(url, k, count, acknowledged, failures, stop))
+        for k in range(WRITERS)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads, acknowledged, failures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_concurrent_writers_lose_and_duplicate_nothing(serve, kind, request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'load.db'}"
+    if kind == "postgresql":
+        url = request.getfixturevalue("store_url_postgresql")
+    server = serve(url)
+    threads, acknowledged, failures = run_writers(server.url, PER_WRITER)
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(acknowledged) == WRITERS * PER_WRITER
+    # every writer sends its ids again: all duplicates, nothing new
+    again = httpx.post(server.url + "/v1/records/batch", headers=AUTH, json={
+        "records": [make_record(i, request_id=f"w{k}-{i}") for k in range(WRITERS)
+                    for i in range(0, PER_WRITER, 50)]})  # fmt: skip
+    assert again.json() == {"inserted": 0, "duplicates": WRITERS * PER_WRITER // 50}
+    store = Store(url)
+    rows, _ = store.records(limit=10_000)
+    assert store.count() == len(rows) == WRITERS * PER_WRITER
+    assert sorted(r["request_id"] for r in rows) == sorted(acknowledged)
+    series = store.series("entropy", start=0, end=time.time() + 60, bucket_s=86400 * 365)
+    assert sum(p["count"] for p in series) == WRITERS * PER_WRITER  # rollups agree
+    store.close()
+    server.stop()
+    assert "locked" not in server.log.read_text()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_ingest_keeps_every_acknowledged_record(serve, tmp_path):
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    server = serve(url)
+    stop = threading.Event()
+    threads, acknowledged, failures = run_writers(server.url, 100_000, stop)
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 1500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acknowledged) >= 1500
+    assert failures and all("Error" in failure for failure in failures)  # connection errors
+    store = Store(url)
+    with store.reader.connect() as connection:
+        assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        stored = set(connection.execute(text("SELECT request_id FROM records")).scalars())
+    assert set(acknowledged) <= stored
+    assert len(stored) - len(acknowledged) <= WRITERS  # at most the requests cut off in flight
+    store.close()
+    restarted = serve(url)  # the service opens the same file again and takes writes
+    answer = httpx.post(restarted.url + "/v1/records", json=make_record(0, request_id="after"),
+                        headers=AUTH)  # fmt: skip
+    assert answer.json() == {"inserted": 1, "duplicates": 0}
