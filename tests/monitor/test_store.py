@@ -26,7 +26,7 @@ def test_migrations_build_the_models_schema_from_empty(store_url):
     store.upgrade()
     store.upgrade()  # already at head: nothing to do
     names = set(inspect(store.writer).get_table_names())
-    assert names == {"alembic_version", "records", "rollups", "alerts"}
+    assert names == {"alembic_version", "records", "rollups", "groups", "alerts"}
     with store.writer.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
@@ -76,6 +76,22 @@ def test_series_by_tag_buckets_by_minute(store):
     assert store.groups() == [{"model": "m", "version": "v0"}, {"model": "m", "version": "v1"}]
 
 
+def test_hourly_and_minute_rollups_agree(store):
+    rng = np.random.default_rng(0)
+    times = NOW + rng.random(200) * 6 * 3600
+    store.insert([record(i, time=float(t), entropy=float(rng.random())) for i, t in
+                  enumerate(times)])  # fmt: skip
+    start = NOW - NOW % 3600
+    hourly = store.series("entropy", start=start, end=start + 7 * 3600, bucket_s=3600)
+    minutes = store.series("entropy", start=start, end=start + 7 * 3600, bucket_s=1800)
+    values = {row["request_id"]: row["entropy"] for row in store.records(limit=500)[0]}
+    for point in hourly:  # against the records themselves
+        inside = [values[f"r{i}"] for i, t in enumerate(times) if 0 <= t - point["bucket"] < 3600]
+        assert point["count"] == len(inside) and point["mean"] == pytest.approx(np.mean(inside))
+    assert sum(p["count"] for p in minutes) == sum(p["count"] for p in hourly) == 200
+    assert len(minutes) > len(hourly) >= 6
+
+
 def test_detector_score_is_optional(store):
     store.insert([record(0), record(1, detector_score=0.75)])
     assert store.get("r0")["detector_score"] is None
@@ -102,6 +118,10 @@ def test_retention_deletes_older_records_and_their_rollups(store):
     assert sorted(r["request_id"] for r in store.records()[0]) == ["r0", "r1", "r2", "r3"]
     series = store.series("entropy", start=0, end=NOW + 60, bucket_s=60)
     assert sum(p["count"] for p in series) == 4
+    store.insert([record(99, time=NOW - 50 * 86400, version="old")])
+    assert {g["version"] for g in store.groups()} == {"v1", "old"}
+    assert store.delete_older_than(3.5, now=NOW) == 1
+    assert store.groups() == [{"model": "m", "version": "v1"}]  # no records left for "old"
 
 
 def test_alerts_are_stored_newest_first(store):

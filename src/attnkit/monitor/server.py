@@ -290,8 +290,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version: Name = None,
     ) -> dict[str, Any]:
         start, end = _window(start, end, 1)
-        if bucket_s is None:  # about 200 points
-            bucket_s = max(ROLLUP_S, math.ceil((end - start) / 200 / ROLLUP_S) * ROLLUP_S)
+        if bucket_s is None:  # about 200 points; whole hours past 30 minutes (hourly rollups)
+            step = 3600 if (end - start) / 200 > 1800 else ROLLUP_S
+            bucket_s = max(ROLLUP_S, math.ceil((end - start) / 200 / step) * step)
         bucket_s -= bucket_s % ROLLUP_S
         points = store.series(
             signal, start=start, end=end, bucket_s=bucket_s, by=by, model=model, version=version

@@ -10,8 +10,9 @@ Readers use their own connections and never block the writer (WAL). ``synchronou
 mode keeps every committed transaction across a crash of the process (SIGKILL); only a power
 loss can roll back the last commits.
 
-Every inserted record also adds to a rollup row per (minute, model, version), so the dashboard's
-series read a few thousand rollup rows instead of millions of records.
+Every inserted record also adds to two rollup rows, per (minute, model, version) and per (hour,
+model, version), so the dashboard's series read at most a few thousand rollup rows instead of
+millions of records: buckets that are whole hours read the hourly rollups.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ __all__ = ["ROLLUP_S", "SIGNALS", "InsertResult", "Store"]
 
 SIGNALS = ("lookback_ratio", "entropy", "sink", "max_weight", "detector_score")
 LENGTHS = ("prompt_tokens", "new_tokens")
-ROLLUP_S = 60  # width of a rollup bucket in seconds; series buckets are multiples of it
+ROLLUP_S = 60  # width of the finest rollup bucket in seconds; series buckets are multiples of it
+ROLLUP_WIDTHS = (ROLLUP_S, 3600)  # every record adds to one minute and one hour rollup
 GROUPS = ("model", "version")  # the tags a series can be split by (indexed columns)
 
 
@@ -82,10 +84,11 @@ class RecordRow(Base):
 
 
 class RollupRow(Base):
-    """Sums of the signals of every record in one minute of one (model, version)."""
+    """Sums of the signals of every record in one minute (or hour) of one (model, version)."""
 
     __tablename__ = "rollups"
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # minute start, epoch s
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)  # seconds: 60 or 3600
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # bucket start, epoch s
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     version: Mapped[str] = mapped_column(String(200), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
@@ -97,6 +100,14 @@ class RollupRow(Base):
     detector_count: Mapped[int] = mapped_column(BigInteger)  # records that carry a score
     prompt_tokens: Mapped[float] = mapped_column(Float)
     new_tokens: Mapped[float] = mapped_column(Float)
+
+
+class GroupRow(Base):
+    """A (model, version) pair that has records."""
+
+    __tablename__ = "groups"
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(200), primary_key=True)
 
 
 class AlertRow(Base):
@@ -265,32 +276,40 @@ class Store:
         ).returning(table.c.request_id)
         with self._write_lock, self.writer.begin() as connection:
             new = set(connection.execute(statement, unique).scalars())
-            self._add_rollups(connection, [row for row in unique if row["request_id"] in new])
+            added = [row for row in unique if row["request_id"] in new]
+            self._add_rollups(connection, added)
+            groups = sorted({(row["model"], row["version"]) for row in added})
+            if groups:
+                connection.execute(
+                    self._insert(GroupRow.__table__).on_conflict_do_nothing(),
+                    [{"model": m, "version": v} for m, v in groups],
+                )
         return new
 
     def _add_rollups(self, connection, rows: Sequence[dict[str, Any]]) -> None:
-        sums: dict[tuple[int, str, str], dict[str, float]] = {}
+        sums: dict[tuple[int, int, str, str], dict[str, float]] = {}
         for row in rows:
-            key = (int(row["time"] // ROLLUP_S) * ROLLUP_S, row["model"], row["version"])
-            entry = sums.setdefault(
-                key, dict.fromkeys((*SIGNALS, *LENGTHS, "count", "detector_count"), 0)
-            )
-            entry["count"] += 1
-            for name in (*SIGNALS, *LENGTHS):
-                if row[name] is not None:
-                    entry[name] += row[name]
-            entry["detector_count"] += row["detector_score"] is not None
+            for width in ROLLUP_WIDTHS:
+                key = (width, int(row["time"] // width) * width, row["model"], row["version"])
+                entry = sums.setdefault(
+                    key, dict.fromkeys((*SIGNALS, *LENGTHS, "count", "detector_count"), 0)
+                )
+                entry["count"] += 1
+                for name in (*SIGNALS, *LENGTHS):
+                    if row[name] is not None:
+                        entry[name] += row[name]
+                entry["detector_count"] += row["detector_score"] is not None
         if not sums:
             return
         table = RollupRow.__table__
         values = [
-            {"bucket": b, "model": m, "version": v, **entry}
-            for (b, m, v), entry in sorted(sums.items())  # one lock order for every writer
+            {"width": w, "bucket": b, "model": m, "version": v, **entry}
+            for (w, b, m, v), entry in sorted(sums.items())  # one lock order for every writer
         ]
         statement = self._insert(table)
         added = [c for c in table.columns if not c.primary_key]
         statement = statement.on_conflict_do_update(
-            index_elements=["bucket", "model", "version"],
+            index_elements=["width", "bucket", "model", "version"],
             set_={c.name: c + statement.excluded[c.name] for c in added},
         )
         connection.execute(statement, values)
@@ -433,6 +452,9 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Mean of ``signal`` per time bucket (and per ``by`` tag), from the rollups.
 
+        Buckets of whole hours read the hourly rollups, others the minute rollups; ``start`` is
+        rounded down to the rollup's width.
+
         Returns ``[{"bucket": start seconds, "group": tag value or "", "count", "mean"}]`` in
         time order; buckets without records are absent.
         """
@@ -443,9 +465,11 @@ class Store:
         if bucket_s < ROLLUP_S or bucket_s % ROLLUP_S:
             raise ValueError(f"bucket_s must be a multiple of {ROLLUP_S}, got {bucket_s}")
         table = RollupRow.__table__
+        width = max(w for w in ROLLUP_WIDTHS if bucket_s % w == 0)
         bucket = (table.c.bucket // bucket_s) * bucket_s  # integer division floors (bucket >= 0)
         count = table.c.detector_count if signal == "detector_score" else table.c.count
-        clauses = [table.c.bucket >= start - start % ROLLUP_S, table.c.bucket < end]
+        clauses = [table.c.width == width, table.c.bucket >= start - start % width]
+        clauses.append(table.c.bucket < end)
         if model is not None:
             clauses.append(table.c.model == model)
         if version is not None:
@@ -472,8 +496,8 @@ class Store:
 
     def groups(self) -> list[dict[str, str]]:
         """Every (model, version) pair that has records."""
-        table = RollupRow.__table__
-        query = select(table.c.model, table.c.version).distinct().order_by("model", "version")
+        table = GroupRow.__table__
+        query = select(table.c.model, table.c.version).order_by(table.c.model, table.c.version)
         with self.reader.connect() as connection:
             return [{"model": m, "version": v} for m, v in connection.execute(query)]
 
@@ -484,10 +508,14 @@ class Store:
         if not days > 0:
             raise ValueError(f"days must be positive, got {days}")
         cutoff = (time.time() if now is None else now) - days * 86400.0
-        records, rollups = RecordRow.__table__, RollupRow.__table__
+        records, rollups, groups = RecordRow.__table__, RollupRow.__table__, GroupRow.__table__
         with self._write_lock, self.writer.begin() as connection:
             gone = connection.execute(delete(records).where(records.c.time < cutoff)).rowcount
-            connection.execute(delete(rollups).where(rollups.c.bucket + ROLLUP_S <= cutoff))
+            connection.execute(delete(rollups).where(rollups.c.bucket + rollups.c.width <= cutoff))
+            left = select(rollups.c.model).where(
+                rollups.c.model == groups.c.model, rollups.c.version == groups.c.version
+            )
+            connection.execute(delete(groups).where(~left.exists()))
         return gone
 
     def add_alerts(self, alerts: Iterable[Mapping[str, Any]]) -> None:

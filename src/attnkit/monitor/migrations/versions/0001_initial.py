@@ -1,4 +1,4 @@
-"""Records, per-minute rollups and fired alerts.
+"""Records, per-minute and per-hour rollups, (model, version) groups and fired alerts.
 
 Revision ID: 0001
 Revises:
@@ -36,6 +36,7 @@ def upgrade() -> None:
     op.create_index("ix_records_model_version_time", "records", ["model", "version", "time"])
     op.create_table(
         "rollups",
+        sa.Column("width", sa.Integer(), primary_key=True),
         sa.Column("bucket", sa.BigInteger(), primary_key=True),
         sa.Column("model", sa.String(200), primary_key=True),
         sa.Column("version", sa.String(200), primary_key=True),
@@ -45,6 +46,11 @@ def upgrade() -> None:
         sa.Column("detector_count", sa.BigInteger(), nullable=False),
         sa.Column("prompt_tokens", sa.Float(), nullable=False),
         sa.Column("new_tokens", sa.Float(), nullable=False),
+    )
+    op.create_table(
+        "groups",
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("version", sa.String(200), primary_key=True),
     )
     op.create_table(
         "alerts",
@@ -62,6 +68,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("alerts")
+    op.drop_table("groups")
     op.drop_table("rollups")
     op.drop_index("ix_records_model_version_time", table_name="records")
     op.drop_index("ix_records_time", table_name="records")

@@ -1,0 +1,237 @@
+"""The monitoring service under load: ingest throughput and dashboard API latency.
+
+1. Ingest: 8 writer processes × 10,000 records each POST to the service (uvicorn, one process)
+   over HTTP on loopback, as single records and as batches of 100 (what ``Monitor`` sends);
+   records/s over the whole run, and the database checked after: lost = duplicated = 0.
+2. Dashboard: 1,000,000 records over 30 days (3 models × 2 versions) bulk-loaded through
+   ``Store.insert``; then every request the dashboard makes, one at a time, ``--requests`` times
+   each: p50 and p95 latency seen by the client. Goal (issue 8): p95 < 100 ms.
+
+SQLite file (WAL) on local disk. Absolute numbers; there is no reference service to interleave
+with, so each configuration runs once after a warm-up.
+
+    python benchmarks/monitor.py [--writers 8] [--per-writer 10000] [--records 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from attnkit.monitor.store import Store
+from harness import machine, markdown_table, write_results
+
+TOKEN = "benchmark-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MODELS = [("llama", "v1"), ("llama", "v2"), ("qwen", "v1"), ("qwen", "v2"), ("gpt", "v1"),
+          ("gpt", "v2")]  # fmt: skip
+DAY = 86400.0
+
+
+def record(request_id: str, at: float, rng: np.random.Generator, model=("llama", "v1")) -> dict:
+    return {
+        "request_id": request_id, "time": at, "model": model[0], "version": model[1],
+        "tags": {"route": ("qa", "chat", "search")[int(rng.integers(3))]},
+        "lookback_ratio": float(rng.beta(5, 2)), "entropy": float(rng.gamma(4, 0.5)),
+        "sink": float(rng.beta(2, 5)), "max_weight": float(rng.beta(2, 3)),
+        "detector_score": float(rng.random()) if rng.random() < 0.5 else None,
+        "prompt_tokens": int(rng.integers(20, 2000)), "new_tokens": int(rng.integers(1, 256)),
+    }  # fmt: skip
+
+
+class Server:
+    """``uvicorn attnkit.monitor.server:create_app`` in a subprocess on a free loopback port."""
+
+    def __init__(self, db_url: str, log: Path):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "ATTNKIT_DB": db_url, "ATTNKIT_TOKENS": TOKEN}
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "attnkit.monitor.server:create_app",
+                 "--factory", "--port", str(port), "--log-level", "warning"],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/openapi.json", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _writer(args) -> tuple[float, float, list[str]]:
+    """POST ``count`` records; returns the wall-clock start and end and the failures."""
+    url, worker, count, batch = args
+    rng = np.random.default_rng(worker)
+    failures = []
+    now = started = time.time()
+    with httpx.Client(base_url=url, headers=AUTH, timeout=120) as client:
+        for start in range(0, count, batch):
+            rows = [record(f"w{worker}-{i}", now - i, rng) for i in range(start, start + batch)]
+            if batch == 1:
+                answer = client.post("/v1/records", json=rows[0])
+            else:
+                answer = client.post("/v1/records/batch", json={"records": rows})
+            if answer.status_code != 200 or answer.json()["inserted"] != len(rows):
+                failures.append(f"{answer.status_code} {answer.text[:200]}")
+    return started, time.time(), failures
+
+
+def ingest(directory: Path, writers: int, per_writer: int, batch: int) -> dict:
+    db_url = f"sqlite:///{directory / f'ingest-{batch}.db'}"
+    server = Server(db_url, directory / f"ingest-{batch}.log")
+    try:
+        # warm-up: one request per writer's connection path
+        httpx.post(server.url + "/v1/records", headers=AUTH,
+                   json=record("warm-up", time.time(), np.random.default_rng(99)))  # fmt: skip
+        with multiprocessing.get_context("spawn").Pool(writers) as pool:
+            jobs = [(server.url, k, per_writer, batch) for k in range(writers)]
+            results = pool.map(_writer, jobs)
+    finally:
+        server.stop()
+    # from the first writer's first request to the last writer's last answer
+    seconds = max(end for _, end, _ in results) - min(start for start, _, _ in results)
+    failures = [f for _, _, fs in results for f in fs]
+    store = Store(db_url)
+    from sqlalchemy import text
+
+    with store.reader.connect() as connection:
+        stored = connection.execute(
+            text("SELECT count(*), count(DISTINCT request_id) FROM records WHERE request_id != "
+                 "'warm-up'")
+        ).one()  # fmt: skip
+    store.close()
+    expected = writers * per_writer
+    return {
+        "batch": batch, "writers": writers, "records": expected, "seconds": seconds,
+        "records_per_s": expected / seconds, "stored": stored[0],
+        "lost": expected - stored[1], "duplicated": stored[0] - stored[1],
+        "failed_requests": len(failures), "locked_errors": sum("locked" in f for f in failures)
+        + server.log.read_text().count("locked"),
+    }  # fmt: skip
+
+
+def bulk_load(db_url: str, total: int, now: float) -> float:
+    store = Store(db_url)
+    store.upgrade()
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    chunk = 10_000
+    for offset in range(0, total, chunk):
+        times = now - rng.random(chunk) * 30 * DAY
+        rows = [
+            record(f"bulk-{offset + i}", float(times[i]), rng, MODELS[(offset + i) % len(MODELS)])
+            for i in range(chunk)
+        ]
+        store.insert(rows)
+    seconds = time.perf_counter() - start
+    store.close()
+    return seconds
+
+
+def dashboard_latency(db_url: str, directory: Path, requests: int, now: float, total: int):
+    server = Server(db_url, directory / "dashboard.log")
+    one_day = {"start": now - DAY, "end": now}
+    calls = {
+        "series 1 day": ("/v1/series", {"signal": "lookback_ratio", **one_day}),
+        "series 1 day by version": ("/v1/series", {"signal": "entropy", "by": "version",
+                                                   **one_day}),
+        "series 7 days by model": ("/v1/series", {"by": "model", "start": now - 7 * DAY,
+                                                  "end": now}),
+        "series 30 days": ("/v1/series", {"start": now - 30 * DAY, "end": now}),
+        "drift (1 day vs 7 days)": ("/v1/drift", {"end": now}),
+        "drift by version": ("/v1/drift", {"end": now, "by": "version"}),
+        "alerts": ("/v1/alerts", {"limit": 50}),
+        "records (newest 50)": ("/v1/records", {"limit": 50}),
+        "records by tag": ("/v1/records", {"limit": 50, "tag": "route:search",
+                                           "model": "qwen"}),
+        "one record": (f"/v1/records/bulk-{total // 2}", {}),
+        "groups": ("/v1/groups", {}),
+    }  # fmt: skip
+    rows = []
+    try:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client:
+            for name, (path, params) in calls.items():
+                client.get(path, params=params).raise_for_status()  # warm-up
+                times = []
+                for _ in range(requests):
+                    start = time.perf_counter()
+                    client.get(path, params=params).raise_for_status()
+                    times.append(time.perf_counter() - start)
+                times.sort()
+                rows.append({
+                    "request": name, "path": path, "p50_ms": 1000 * statistics.median(times),
+                    "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
+                })  # fmt: skip
+    finally:
+        server.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--per-writer", type=int, default=10_000)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="attnkit-bench-") as tmp:
+        directory = Path(tmp)
+        ingests = [ingest(directory, args.writers, args.per_writer, b) for b in (1, 100)]
+        now = time.time()
+        db_url = f"sqlite:///{directory / 'dashboard.db'}"
+        load_s = bulk_load(db_url, args.records, now)
+        size_mib = sum(p.stat().st_size for p in directory.glob("dashboard.db*")) / 2**20
+        latency = dashboard_latency(db_url, directory, args.requests, now, args.records)
+    table = "\n\n".join([
+        f"Ingest over HTTP on loopback: {args.writers} writer processes x {args.per_writer:,} "
+        "records, uvicorn (1 process), SQLite WAL",
+        markdown_table(
+            ["records per request", "records", "seconds", "records/s", "lost", "duplicated",
+             "failed requests", "'database is locked'"],
+            [[r["batch"], f"{r['records']:,}", f"{r['seconds']:.1f}", f"{r['records_per_s']:,.0f}",
+              r["lost"], r["duplicated"], r["failed_requests"], r["locked_errors"]]
+             for r in ingests],
+        ),
+        f"Dashboard API with {args.records:,} stored records over 30 days (bulk load through "
+        f"Store.insert: {load_s:.0f} s, {args.records / load_s:,.0f} records/s; database "
+        f"{size_mib:,.0f} MiB); {args.requests} sequential requests each, client-side latency",
+        markdown_table(
+            ["request", "p50 ms", "p95 ms", "< 100 ms"],
+            [[r["request"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+              "yes" if r["p95_ms"] < 100 else "no"] for r in latency],
+        ),
+    ])  # fmt: skip
+    print(table)
+    payload = {
+        "machine": machine(), "ingest": ingests, "bulk_load_s": load_s,
+        "stored_records": args.records, "database_mib": size_mib, "dashboard": latency,
+    }  # fmt: skip
+    write_results("monitor", payload, table)
+
+
+if __name__ == "__main__":
+    main()
