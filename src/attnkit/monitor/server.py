@@ -52,10 +52,11 @@ def _digest(token: str) -> bytes:
 
 
 class Guard:
-    """ASGI middleware: bearer-token check, body size limit (413) and security headers."""
+    """ASGI middleware: bearer-token check, body size limit (413), security headers, and the
+    request count and latency metrics (by route template, so ids do not make new series)."""
 
-    def __init__(self, app, settings: Settings) -> None:
-        self.app, self.limit = app, settings.max_body_bytes
+    def __init__(self, app, settings: Settings, metrics: dict) -> None:
+        self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
         self.digests = [_digest(token) for token in settings.tokens]
 
     def _authorized(self, scope) -> tuple[int, str] | None:
@@ -77,11 +78,22 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
+        start, status = time.perf_counter(), [500]
+
         async def send_secured(message) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
+        try:
+            await self._guarded(scope, receive, send_secured)
+        finally:
+            route = getattr(scope.get("route"), "path", "other")
+            self.metrics["latency"].labels(route).observe(time.perf_counter() - start)
+            self.metrics["requests"].labels(scope["method"], route, status[0]).inc()
+
+    async def _guarded(self, scope, receive, send_secured) -> None:
         refused = self._authorized(scope)
         if refused is None:
             refused, receive = await self._read_body(scope, receive)
@@ -211,15 +223,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="a token from ATTNKIT_TOKENS")
     api = APIRouter(prefix="/v1", dependencies=[Depends(bearer)])
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "other")
-        metrics["latency"].labels(route).observe(time.perf_counter() - start)
-        metrics["requests"].labels(request.method, route, response.status_code).inc()
-        return response
-
     async def ingest(records: list[RecordIn]) -> dict[str, int]:
         try:
             rows = [store.prepare(record.model_dump()) for record in records]
@@ -339,7 +342,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, "no such asset")
         return Response(assets[name], media_type=ASSETS[name])
 
-    app.add_middleware(Guard, settings=settings)
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
     return app
 
 
