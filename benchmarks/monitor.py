@@ -90,7 +90,8 @@ def _writer(args) -> tuple[float, float, list[str]]:
     now = started = time.time()
     with httpx.Client(base_url=url, headers=AUTH, timeout=120) as client:
         for start in range(0, count, batch):
-            rows = [record(f"w{worker}-{i}", now - i, rng) for i in range(start, start + batch)]
+            stop = min(start + batch, count)
+            rows = [record(f"w{worker}-{i}", now - i, rng) for i in range(start, stop)]
             if batch == 1:
                 answer = client.post("/v1/records", json=rows[0])
             else:

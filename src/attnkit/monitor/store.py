@@ -79,6 +79,8 @@ class RecordRow(Base):
     )  # compact per-token trace
     __table_args__ = (
         Index("ix_records_time", "time"),
+        Index("ix_records_model_time", "model", "time"),
+        Index("ix_records_version_time", "version", "time"),
         Index("ix_records_model_version_time", "model", "version", "time"),
     )
 
@@ -170,6 +172,8 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages per connection
+        cursor.execute("PRAGMA mmap_size=1073741824")  # reads map the file (1 GiB at most)
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -33,6 +33,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("request_id", name="uq_records_request_id"),
     )
     op.create_index("ix_records_time", "records", ["time"])
+    op.create_index("ix_records_model_time", "records", ["model", "time"])
+    op.create_index("ix_records_version_time", "records", ["version", "time"])
     op.create_index("ix_records_model_version_time", "records", ["model", "version", "time"])
     op.create_table(
         "rollups",
@@ -71,5 +73,7 @@ def downgrade() -> None:
     op.drop_table("groups")
     op.drop_table("rollups")
     op.drop_index("ix_records_model_version_time", table_name="records")
+    op.drop_index("ix_records_version_time", table_name="records")
+    op.drop_index("ix_records_model_time", table_name="records")
     op.drop_index("ix_records_time", table_name="records")
     op.drop_table("records")
