@@ -408,11 +408,11 @@ class Store:
         )
         with self.reader.connect() as connection:
             rows = connection.execute(query).all()
-        columns = {}
-        for i, name in enumerate(signals):
-            column = np.array([row[i] for row in rows if row[i] is not None], dtype=np.float64)
-            columns[name] = column
-        return columns
+        table = np.array(list(map(tuple, rows)), dtype=np.float64)  # None → NaN
+        table = table.reshape(len(rows), len(signals))
+        return {
+            name: column[~np.isnan(column)] for name, column in zip(signals, table.T, strict=True)
+        }
 
     def windows(
         self,
