@@ -25,7 +25,7 @@ def block(request, monkeypatch):
     size, use_kernel = request.param
     monkeypatch.setattr(stats, "BLOCK", size)
     if not use_kernel:
-        monkeypatch.setattr(kernel, "available", lambda: False)
+        monkeypatch.setattr(kernel, "available", lambda device="cpu": False)
     return size
 
 

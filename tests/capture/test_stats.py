@@ -107,6 +107,41 @@ def test_kernel_equals_the_weights_statistics(kernel_calls, shape, dv, causal, g
             torch.testing.assert_close(out.stats[name], value, atol=1e-5, rtol=0, msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by hand)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(37, 211), (300, 700), (1, 600)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_gpu_kernel_equals_the_weights_statistics(dtype, shape, causal, masked):
+    gen = torch.Generator().manual_seed(sum(shape))
+    num_queries, num_keys = shape
+    q = torch.randn(2, 4, num_queries, 64, generator=gen)
+    k = 2 * torch.randn(2, 2, num_keys, 64, generator=gen)
+    v = torch.randn(2, 2, num_keys, 48, generator=gen)  # narrower values
+    mask = None
+    if masked:
+        mask = torch.rand(2, 1, 1, num_keys, generator=gen) > 0.3
+        mask[1, 0, 0, : num_keys - num_queries + 1] = False  # early queries with no key
+    spans = {"context": (3, 40), "tail": (60, num_keys)}
+    cuda = [t.cuda().to(dtype) for t in (q, k, v)]
+    exact = [t.double().cpu() for t in cuda]  # the same rounded inputs, in float64
+    reference = math_attention(*exact, mask=mask, causal=causal, need_weights=True)
+    expected = S.stats_from_weights(reference.weights, ALL, spans)
+    out = S.attention_stats(
+        *cuda, mask=None if mask is None else mask.cuda(), causal=causal, stats=ALL, spans=spans
+    )
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2  # P is rounded to bf16 for P·V
+    output = out.output.double().cpu()
+    torch.testing.assert_close(output, reference.output, atol=tolerance, rtol=0)
+    for name, value in expected.items():
+        got = out.stats[name].cpu()
+        if name == "argmax":  # the key it names holds the largest weight, ties aside
+            chosen = reference.weights.gather(-1, got.unsqueeze(-1)).squeeze(-1)
+            torch.testing.assert_close(chosen, expected["max"], atol=tolerance, rtol=0)
+        else:
+            torch.testing.assert_close(got.double(), value, atol=tolerance, rtol=0, msg=name)
+
+
 def test_kernel_is_skipped_where_it_does_not_apply(kernel_calls):
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 300, 8, generator=gen, dtype=torch.float64) for _ in range(3))

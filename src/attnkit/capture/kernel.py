@@ -1,9 +1,11 @@
-"""The fused CPU kernel behind streamed statistics (``flash_stats.cpp``), compiled on first use.
+"""The fused kernels behind streamed statistics: C++ on the CPU, Triton on CUDA devices.
 
 One flash-attention pass gives the output, the score log-sum-exp, the entropy, the largest score
-and its key, and the mass of each key span, with one ``BQ × BK`` tile of memory per thread. It is
-compiled with the system's C++ compiler through :func:`torch.utils.cpp_extension.load` the first
-time statistics are asked for on the CPU (about half a minute, cached afterwards under
+and its key, and the mass of each key span, with one tile of memory per thread or program. On
+CUDA devices the kernel is :mod:`attnkit.capture.triton_stats` (needs ``triton``). The CPU
+kernel (``flash_stats.cpp``) is compiled with the system's C++ compiler through
+:func:`torch.utils.cpp_extension.load` the first time statistics are asked for on the CPU
+(10 to 30 seconds, cached afterwards under
 ``TORCH_EXTENSIONS_DIR``). Where it cannot be built (no compiler, a BLAS without ``sgemm_``) or
 ``ATTNKIT_NO_KERNEL=1`` is set, :mod:`attnkit.capture.stats` falls back to PyTorch's fused
 kernels plus a tiled pass: the same numbers, more slowly.
@@ -11,6 +13,7 @@ kernels plus a tiled pass: the same numbers, more slowly.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -25,22 +28,26 @@ _SOURCE = Path(__file__).with_name("flash_stats.cpp")
 _loaded: bool | None = None
 
 
-def available() -> bool:
-    """Whether the kernel is built and loaded (builds it on the first call)."""
+def available(device: torch.device | str = "cpu") -> bool:
+    """Whether a kernel runs on ``device`` (builds the CPU kernel on the first call)."""
     global _loaded
+    if os.environ.get("ATTNKIT_NO_KERNEL") == "1":
+        return False
+    if torch.device(device).type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    if torch.device(device).type != "cpu":
+        return False
     if _loaded is None:
         _loaded = _load()
     return _loaded
 
 
 def _load() -> bool:
-    if os.environ.get("ATTNKIT_NO_KERNEL") == "1":
-        return False
     if hasattr(torch.ops.attnkit, "flash_stats"):  # registered by an earlier load
         return True
     from torch.utils.cpp_extension import load
 
-    _log.warning("attnkit: compiling the CPU statistics kernel (once; about 30 s)")
+    _log.warning("attnkit: compiling the CPU statistics kernel (once; 10 to 30 s)")
     try:
         load(
             name="attnkit_flash_stats",
@@ -65,7 +72,7 @@ def flash_stats(
     spans: list[tuple[int, int]],
     want_argmax: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Run the kernel on float32 CPU tensors.
+    """Run the kernel: float32 CPU tensors, or float32/float16/bfloat16 CUDA tensors.
 
     Args:
         query: ``(B, H, Q, D)``.
@@ -80,7 +87,12 @@ def flash_stats(
     Returns:
         ``(output (B, H, Q, Dv), lse, entropy, largest score, its key (int64), masses (S, B, H,
         Q))``; a query with no allowed key gets zeros, ``lse = inf`` and largest score ``-inf``.
+        On CUDA the statistics are float32 whatever the inputs' dtype.
     """
+    if query.is_cuda:
+        from attnkit.capture.triton_stats import flash_stats as on_gpu
+
+        return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax)
     flat = [int(x) for span in spans for x in span]
     return torch.ops.attnkit.flash_stats(
         query, key, value, mask, causal, float(scale), flat, want_argmax

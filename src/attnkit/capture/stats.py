@@ -10,10 +10,10 @@ allowed keys, the statistics of each query ``i`` are:
 - ``sink``: the weight on key 0 (Xiao et al. 2024, "attention sinks");
 - ``mass:<name>``: ``Σ_{j ∈ span} p_ij`` for a named key span ``[start, stop)``.
 
-No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is). On the CPU,
-for float32 inputs without a score bias and without autograd, attnkit's own fused kernel
-(:mod:`attnkit.capture.kernel`) computes the output and every statistic in one flash-attention
-pass. Elsewhere, or where the kernel cannot be built:
+No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is). Without a
+score bias and without autograd, attnkit's own fused kernels (:mod:`attnkit.capture.kernel`:
+C++ for float32 on the CPU, Triton on CUDA) compute the output and every statistic in one
+flash-attention pass. Elsewhere, or where no kernel can be built:
 
 1. one fused kernel call gives the output and ``lse`` (PyTorch's CPU flash kernel; an online
    softmax over key blocks elsewhere);
@@ -46,6 +46,7 @@ __all__ = ["BASIC_STATS", "BLOCK", "attention_stats", "check_stats", "stats_from
 
 BLOCK = 256  # side of the score tiles of the statistics pass (measured best of 64..512 here)
 BASIC_STATS = ("entropy", "max", "argmax", "sink")
+_GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _SPAN = re.compile(r"mass:(.+)")
 
 
@@ -240,17 +241,23 @@ def attention_stats(
 
     Returns:
         ``AttentionOutput(output (B, H, Q, Dv), stats={name: (B, H, Q)})``; ``argmax`` is
-        ``int64``, the rest are in the query's dtype.
+        ``int64``; the rest are float32 for half-precision inputs (one tile or the fused GPU
+        kernel; the fallback path keeps the query's dtype), else in the query's dtype.
     """
     names, spans = check_stats(stats, spans)
+    output_dtype = query.dtype
     if query.shape[-2] * key.shape[-2] <= BLOCK * BLOCK:
         # small enough to be one tile (a decoding step, say): the weights cost no more memory
-        # than the tiled pass would, and one plain computation beats several kernel calls
+        # than the tiled pass would, and one plain computation beats several kernel calls;
+        # half-precision inputs are computed in float32, as the fused kernels do
+        work = torch.promote_types(query.dtype, torch.float32)
+        query, key, value = (x.to(work) for x in (query, key, value))
+        bias = None if bias is None else bias.to(work)
         reference = math_attention(
             query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, need_weights=True
         )
         stats = _read_weights(reference.weights, names, spans)
-        return AttentionOutput(reference.output, stats=stats)
+        return AttentionOutput(reference.output.to(output_dtype), stats=stats)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     if mask is not None and mask.dim() < 4:
         mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
@@ -339,11 +346,13 @@ def attention_stats(
 
 def _kernel_applies(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> bool:
     inputs = (query, key, value)
+    dtypes = (torch.float32,) if query.device.type == "cpu" else _GPU_DTYPES
     return (
         bias is None
-        and all(x.device.type == "cpu" and x.dtype == torch.float32 for x in inputs)
+        and all(x.device == query.device and x.dtype == query.dtype for x in inputs)
+        and query.dtype in dtypes
         and not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs))
-        and kernel.available()
+        and kernel.available(query.device)
     )
 
 
@@ -371,7 +380,9 @@ def _kernel_stats(
         result["sink"] = masses[-1]
     if "max" in names:
         result["max"] = torch.exp(best - lse)  # 0 for a query with no key (lse = inf)
-    return AttentionOutput(output, stats={name: result[name] for name in names})
+    dtype = torch.promote_types(query.dtype, torch.float32)  # half inputs: float32 statistics
+    stats = {name: result[name] if name == "argmax" else result[name].to(dtype) for name in names}
+    return AttentionOutput(output, stats=stats)
 
 
 def stats_from_weights(
