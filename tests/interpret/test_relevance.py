@@ -3,43 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from tiny_model import E, H, N, Tiny, manual_forward
 
 import attnkit
-from attnkit import MultiHeadAttention
 from attnkit.interpret import head_importance, relevance
-
-E, H, N = 16, 4, 5
-
-
-class Tiny(nn.Module):
-    """Two self-attention layers with residuals; the class is read from token 0."""
-
-    def __init__(self):
-        super().__init__()
-        self.first = MultiHeadAttention(E, H)
-        self.second = MultiHeadAttention(E, H)
-        self.classify = nn.Linear(E, 3)
-
-    def forward(self, x):
-        x = x + self.first(x).output
-        x = x + self.second(x).output
-        return self.classify(x[:, 0])
-
-
-def _manual(model, x, head_mask=None):
-    """The same forward written out, exposing each layer's weights and a head mask ξ."""
-    weights = []
-    for i, layer in enumerate((model.first, model.second)):
-        q, k, v = F.linear(x, layer.in_proj_weight, layer.in_proj_bias).split(E, -1)
-        q, k, v = (t.view(x.shape[0], N, H, E // H).transpose(1, 2) for t in (q, k, v))
-        a = (q @ k.transpose(-1, -2) / (E // H) ** 0.5).softmax(-1)  # (B, H, N, N)
-        weights.append(a)
-        heads = a @ v  # (B, H, N, D)
-        if head_mask is not None:
-            heads = heads * head_mask[i][None, :, None, None]
-        x = x + layer.out_proj(heads.transpose(1, 2).reshape(x.shape[0], N, E))
-    return model.classify(x[:, 0]), weights
 
 
 @pytest.fixture
@@ -50,7 +17,7 @@ def setup():
 
 def test_capture_records_gradients_of_the_weights(setup):
     model, x, y = setup
-    logits, weights = _manual(model, x)
+    logits, weights = manual_forward(model, x)
     loss = F.cross_entropy(logits, y, reduction="sum")
     expected = torch.autograd.grad(loss, weights)
     with attnkit.capture(model, grad=True) as rec:
@@ -62,7 +29,7 @@ def test_capture_records_gradients_of_the_weights(setup):
 
 def test_relevance_follows_the_generic_rule(setup):
     model, x, y = setup
-    logits, weights = _manual(model, x)
+    logits, weights = manual_forward(model, x)
     grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), weights)
     expected = torch.eye(N).repeat(3, 1, 1)
     for a, g in zip(weights, grads, strict=True):
@@ -77,7 +44,7 @@ def test_head_importance_equals_the_head_mask_gradient(setup):
     mask = torch.ones(2, H, requires_grad=True)
     per_example = []
     for i in range(3):
-        logits, _ = _manual(model, x[i : i + 1], head_mask=mask)
+        logits, _ = manual_forward(model, x[i : i + 1], head_mask=mask)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y[i : i + 1]), mask)
         per_example.append(grad.abs())
     expected = torch.stack(per_example).mean(0)  # E_x |∂L/∂ξ|, (L, H)

@@ -2,6 +2,7 @@
 
 from attnkit.interpret.flow import flow
 from attnkit.interpret.heads import HeadStats, head_stats
+from attnkit.interpret.pruning import PruningCurve, prune_heads, pruned
 from attnkit.interpret.relevance import HeadImportance, head_importance, relevance
 from attnkit.interpret.rollout import fuse_heads, rollout
 from attnkit.interpret.verdicts import MethodVerdict, judge
@@ -10,11 +11,14 @@ __all__ = [
     "HeadImportance",
     "HeadStats",
     "MethodVerdict",
+    "PruningCurve",
     "flow",
     "fuse_heads",
     "head_importance",
     "head_stats",
     "judge",
+    "prune_heads",
+    "pruned",
     "relevance",
     "rollout",
 ]
