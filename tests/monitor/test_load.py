@@ -47,25 +47,26 @@ def run_writers(url, count, stop=None):
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_concurrent_writers_lose_and_duplicate_nothing(serve, kind, request, tmp_path):
     url = f"sqlite:///{tmp_path / 'load.db'}"
-    if kind == "postgresql":
-        url = request.getfixturevalue("store_url_postgresql")
+    per_writer = PER_WRITER
+    if kind == "postgresql":  # fewer: the suite's time goes to SQLite, the harder case
+        url, per_writer = request.getfixturevalue("store_url_postgresql"), 200
     server = serve(url)
-    threads, acknowledged, failures = run_writers(server.url, PER_WRITER)
+    threads, acknowledged, failures = run_writers(server.url, per_writer)
     for thread in threads:
         thread.join()
     assert failures == []
-    assert len(acknowledged) == WRITERS * PER_WRITER
+    assert len(acknowledged) == WRITERS * per_writer
     # every writer sends its ids again: all duplicates, nothing new
     again = httpx.post(server.url + "/v1/records/batch", headers=AUTH, json={
         "records": [make_record(i, request_id=f"w{k}-{i}") for k in range(WRITERS)
-                    for i in range(0, PER_WRITER, 50)]})  # fmt: skip
-    assert again.json() == {"inserted": 0, "duplicates": WRITERS * PER_WRITER // 50}
+                    for i in range(0, per_writer, 50)]})  # fmt: skip
+    assert again.json() == {"inserted": 0, "duplicates": WRITERS * per_writer // 50}
     store = Store(url)
     rows, _ = store.records(limit=10_000)
-    assert store.count() == len(rows) == WRITERS * PER_WRITER
+    assert store.count() == len(rows) == WRITERS * per_writer
     assert sorted(r["request_id"] for r in rows) == sorted(acknowledged)
     series = store.series("entropy", start=0, end=time.time() + 60, bucket_s=86400 * 365)
-    assert sum(p["count"] for p in series) == WRITERS * PER_WRITER  # rollups agree
+    assert sum(p["count"] for p in series) == WRITERS * per_writer  # rollups agree
     store.close()
     server.stop()
     assert "locked" not in server.log.read_text()
@@ -78,14 +79,14 @@ def test_sigkill_mid_ingest_keeps_every_acknowledged_record(serve, tmp_path):
     stop = threading.Event()
     threads, acknowledged, failures = run_writers(server.url, 100_000, stop)
     deadline = time.monotonic() + 30
-    while len(acknowledged) < 1500 and time.monotonic() < deadline:
+    while len(acknowledged) < 800 and time.monotonic() < deadline:
         time.sleep(0.01)
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     stop.set()
     for thread in threads:
         thread.join()
-    assert len(acknowledged) >= 1500
+    assert len(acknowledged) >= 800
     assert failures and all("Error" in failure for failure in failures)  # connection errors
     store = Store(url)
     with store.reader.connect() as connection:

@@ -3,6 +3,7 @@
 import json
 import logging
 import time
+from urllib.parse import quote
 
 import pytest
 from conftest import AUTH, TOKEN, make_record
@@ -151,20 +152,22 @@ def test_sql_and_html_strings_are_stored_verbatim(client):
     ]  # fmt: skip
     answer = client.post("/v1/records/batch", json={"records": records}, headers=AUTH)
     assert answer.json() == {"inserted": len(NASTY), "duplicates": 0}
-    for text in NASTY:
-        stored = client.get("/v1/records/" + text.replace("/", "%2F"), headers=AUTH)
-        if "/" in text:  # a slash cannot be a path segment; look it up by listing instead
-            continue
-        stored = stored.json()
+    for text in [*NASTY, "a/b"]:
+        if text == "a/b":  # ids may hold slashes
+            client.post("/v1/records", json=make_record(9, request_id=text, model=text,
+                        tags={text: text, "x": text}, trace=trace_for([text, "ok"], [text])),
+                        headers=AUTH)  # fmt: skip
+        stored = client.get("/v1/records/" + quote(text, safe=""), headers=AUTH).json()
         assert stored["model"] == text and stored["tags"] == {text: text, "x": text}
         assert stored["trace"]["tokens"][0] == text and stored["trace"]["context"]["tokens"] == [
             text
         ]
     listed = client.get("/v1/records", params={"limit": 100}, headers=AUTH).json()["records"]
-    assert sorted(r["request_id"] for r in listed) == sorted(NASTY)
+    assert sorted(r["request_id"] for r in listed) == sorted([*NASTY, "a/b"])
     for text in NASTY:  # tag filters with quotes are parameters, not SQL
         found = client.get("/v1/records", params={"tag": f"x:{text}"}, headers=AUTH).json()
         assert [r["request_id"] for r in found["records"]] == [text]
+    assert client.get("/v1/records/a%2Fc", headers=AUTH).status_code == 404
 
 
 def test_series_and_groups(client):
@@ -259,3 +262,22 @@ def test_openapi_schema_is_published(client):
         schema["paths"]
     )
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_the_service_applies_retention(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from attnkit.monitor.server import create_app
+    from attnkit.monitor.store import Store
+
+    url = f"sqlite:///{tmp_path / 'retention.db'}"
+    store = Store(url)
+    store.upgrade()
+    store.insert([make_record(0, time=time.time() - 3 * 86400), make_record(1)])
+    settings = Settings(db=url, alert_interval_s=0.05, retention_days=2)
+    with TestClient(create_app(settings)):
+        deadline = time.monotonic() + 10
+        while store.count() == 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert [r["request_id"] for r in store.records()[0]] == ["req-1"]
+    store.close()

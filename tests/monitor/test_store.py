@@ -6,7 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from attnkit.monitor.store import Base, Store, database_url
+from attnkit.monitor.store import Store, database_url
+from attnkit.monitor.tables import Base
 
 NOW = 1_700_000_000.0
 
