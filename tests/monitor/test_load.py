@@ -1,6 +1,8 @@
 """Concurrent writers over HTTP on loopback, and a server killed (SIGKILL) in the middle."""
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -99,3 +101,34 @@ def test_sigkill_mid_ingest_keeps_every_acknowledged_record(serve, tmp_path):
     answer = httpx.post(restarted.url + "/v1/records", json=make_record(0, request_id="after"),
                         headers=AUTH)  # fmt: skip
     assert answer.json() == {"inserted": 1, "duplicates": 0}
+
+
+WRITE_FROM_A_PROCESS = """
+from attnkit.monitor.store import Store
+store = Store({url!r})
+for batch in range(20):
+    store.insert([
+        dict(request_id=f"p{worker}-{{batch}}-{{i}}", lookback_ratio=0.5, entropy=1.0, sink=0.1,
+             max_weight=0.2, prompt_tokens=5, new_tokens=2) for i in range(25)
+    ])
+"""
+
+
+@pytest.mark.slow
+def test_processes_writing_one_sqlite_file_wait_instead_of_failing(tmp_path):
+    """Writers in other processes (a second service, a script) meet a busy timeout, not
+    'database is locked'."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    Store(url).upgrade()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITE_FROM_A_PROCESS.format(url=url, worker=k)],
+            stderr=subprocess.PIPE, text=True,
+        )
+        for k in range(3)
+    ]  # fmt: skip
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    store = Store(url)
+    assert store.count() == 3 * 20 * 25
+    store.close()

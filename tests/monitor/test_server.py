@@ -281,3 +281,16 @@ def test_the_service_applies_retention(tmp_path):
             time.sleep(0.02)
     assert [r["request_id"] for r in store.records()[0]] == ["req-1"]
     store.close()
+
+
+def test_settings_from_the_environment(tmp_path):
+    environ = {"ATTNKIT_DB": "sqlite:///x.db", "ATTNKIT_TOKENS": " a, b ,,",
+               "ATTNKIT_RETENTION_DAYS": "30", "ATTNKIT_RULES": str(tmp_path / "r.toml")}  # fmt: skip
+    settings = Settings.from_env(environ, db="sqlite:///y.db", tokens=None)
+    assert settings.db == "sqlite:///y.db" and settings.tokens == ("a", "b")
+    assert settings.retention_days == 30.0 and settings.rules == tmp_path / "r.toml"
+    assert Settings.from_env({}).tokens == ()
+    with pytest.raises(TypeError, match="tuple"):
+        Settings(tokens="abc")
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        Settings(max_body_bytes=10)
