@@ -284,8 +284,10 @@ def test_the_service_applies_retention(tmp_path):
 
 
 def test_settings_from_the_environment(tmp_path):
-    environ = {"ATTNKIT_DB": "sqlite:///x.db", "ATTNKIT_TOKENS": " a, b ,,",
-               "ATTNKIT_RETENTION_DAYS": "30", "ATTNKIT_RULES": str(tmp_path / "r.toml")}  # fmt: skip
+    environ = {
+        "ATTNKIT_DB": "sqlite:///x.db", "ATTNKIT_TOKENS": " a, b ,,",
+        "ATTNKIT_RETENTION_DAYS": "30", "ATTNKIT_RULES": str(tmp_path / "r.toml"),
+    }  # fmt: skip
     settings = Settings.from_env(environ, db="sqlite:///y.db", tokens=None)
     assert settings.db == "sqlite:///y.db" and settings.tokens == ("a", "b")
     assert settings.retention_days == 30.0 and settings.rules == tmp_path / "r.toml"
