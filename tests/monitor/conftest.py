@@ -128,11 +128,13 @@ def client(tmp_path):
 class LiveServer:
     """``uvicorn attnkit.monitor.server:create_app`` in a subprocess on a loopback port."""
 
-    def __init__(self, db_url: str, tmp_path: Path):
+    def __init__(self, db_url: str, tmp_path: Path, rules: Path | None = None):
         self.db_url, self.port = db_url, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"server-{self.port}.log"
         env = {**os.environ, "ATTNKIT_DB": db_url, "ATTNKIT_TOKENS": TOKEN, "OMP_NUM_THREADS": "1"}
+        if rules is not None:
+            env["ATTNKIT_RULES"] = str(rules)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "attnkit.monitor.server:create_app", "--factory",
@@ -163,11 +165,11 @@ class LiveServer:
 
 @pytest.fixture
 def serve(tmp_path):
-    """``serve(db_url) -> LiveServer``; every server started is stopped at the end."""
+    """``serve(db_url, rules) -> LiveServer``; every server started is stopped at the end."""
     started = []
 
-    def start(db_url: str | None = None) -> LiveServer:
-        server = LiveServer(db_url or f"sqlite:///{tmp_path / 'live.db'}", tmp_path)
+    def start(db_url: str | None = None, rules: Path | None = None) -> LiveServer:
+        server = LiveServer(db_url or f"sqlite:///{tmp_path / 'live.db'}", tmp_path, rules)
         started.append(server)
         return server
 

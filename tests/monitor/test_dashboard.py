@@ -61,9 +61,14 @@ def ingest(server):
 
 
 @pytest.mark.slow
-def test_dashboard_shows_data_and_drill_down_without_errors(chromium, serve):
-    server = serve()
+def test_dashboard_shows_data_and_drill_down_without_errors(chromium, serve, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nname = "lookback-low"\nsignal = "lookback_ratio"\n'
+                     'kind = "threshold"\nop = "<"\nvalue = 0.9\n')  # fmt: skip
+    server = serve(rules=rules)
     ingest(server)
+    fired = httpx.post(server.url + "/v1/alerts/evaluate", headers=AUTH).json()
+    assert fired == {"fired": 1}
     page, problems = open_page(chromium, server.url)
     page.fill("#token", TOKEN)
     page.click("#login button")
@@ -74,6 +79,7 @@ def test_dashboard_shows_data_and_drill_down_without_errors(chromium, serve):
     page.select_option("#by", "version")
     expect(page.locator("#legend li")).to_have_count(2)
     assert page.locator("#drift tbody tr").count() >= 5
+    assert "lookback-low" in page.locator("#alerts tbody tr").first.inner_text()
     # untrusted strings are shown as text, never parsed as HTML
     first = page.locator("#records tbody tr").first
     assert SCRIPT in first.inner_text() and IMAGE in first.inner_text()
