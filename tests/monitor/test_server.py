@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sqlite3
 import time
 from urllib.parse import quote
 
@@ -296,3 +297,19 @@ def test_settings_from_the_environment(tmp_path):
         Settings(tokens="abc")
     with pytest.raises(ValueError, match="max_body_bytes"):
         Settings(max_body_bytes=10)
+
+
+def test_a_database_that_goes_away_is_503_not_500(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from attnkit.monitor.server import create_app
+
+    path = tmp_path / "gone.db"
+    with TestClient(create_app(Settings(db=f"sqlite:///{path}"))) as client:
+        assert client.post("/v1/records", json=make_record(0)).status_code == 200
+        with sqlite3.connect(path) as connection:  # someone drops the table under the service
+            connection.execute("DROP TABLE records")
+        answer = client.post("/v1/records", json=make_record(1))
+        assert answer.status_code == 503 and "database" in answer.json()["detail"]
+        assert client.get("/v1/records").status_code == 503
+        assert client.get("/docs").status_code == 404  # no CDN-backed docs page

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from attnkit.monitor.guard import Guard
@@ -118,7 +119,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Attention signals of LLM generations over time: ingest, query, drift, "
         "alerts. Send 'Authorization: Bearer <token>' to every /v1 route.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; the schema is enough
+        redoc_url=None,
     )
+
+    @app.exception_handler(OperationalError)
+    async def unavailable(_request: Request, error: OperationalError) -> JSONResponse:
+        log.error("database error: %s", error.orig)
+        return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
