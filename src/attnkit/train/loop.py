@@ -1,0 +1,457 @@
+"""The training loop: AdamW, validation each epoch, early stopping, checkpoints, seeds.
+
+One :class:`Trainer` trains any :class:`~attnkit.train.Recipe`'s model with its loss callable;
+a baseline and an attention model get the same loop and, through ``max_steps``, the same step
+budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from attnkit.train import distributed
+from attnkit.train.checkpoint import TrainState, load_checkpoint, save_checkpoint, set_rng_state
+from attnkit.train.overfit import OverfitCheck, gap_warnings
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "seed_everything"]
+
+log = logging.getLogger("attnkit.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; the same config gives the same run (seeded shuffling, init and dropout)."""
+
+    epochs: int = 20  # passes over the training split
+    batch_size: int = 64  # examples per optimizer step (per process under DDP)
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay on matrices (ndim >= 2) only
+    seed: int = 0  # seeds torch, numpy, random and the epoch-wise shuffling
+    patience: int | None = 5  # early stopping: epochs without a lower val loss; None = off
+    max_steps: int | None = None  # step budget: stop after this many optimizer steps
+    grad_clip: float | None = 1.0  # clip the global gradient norm to this; None = off
+    checkpoint_dir: str | Path | None = None  # checkpoint/, metrics.json and loss.png go here
+    progress: bool = True  # rich progress bar (shown only on a terminal, only on rank 0)
+    device: str | None = None  # "cpu", "cuda", ...; None: the process group's, else cuda if any
+    train_metrics: bool = True  # also evaluate metrics on the training split (eval mode)
+    overfit: OverfitCheck = field(
+        default_factory=OverfitCheck
+    )  # the train/validation gap detector's settings
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("patience", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    ``history`` holds one record per epoch: ``epoch``, ``step``, ``train_loss`` (running mean
+    over the epoch's batches, in train mode), ``val_loss`` and ``val_<metric>``,
+    ``train_<metric>`` (eval mode, when ``train_metrics``), ``lr`` and ``seconds``.
+    """
+
+    history: list[dict[str, Any]]
+    best_epoch: int | None  # epoch with the lowest validation loss
+    best_val_loss: float
+    stopped_early: bool  # stopped by patience (not by epochs or max_steps)
+    steps: int  # optimizer steps taken in all
+    warnings: list[str] = field(default_factory=list)  # train/validation gap warnings
+    test: dict[str, float] | None = None  # test loss and metrics with the final weights
+    seconds: float = 0.0  # wall time of fit
+    checkpoint: Path | None = None  # the checkpoint directory, when checkpoint_dir was given
+    metrics_path: Path | None = None  # metrics.json
+    plot_path: Path | None = None  # loss.png
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The record of the best epoch (the weights the model ends with under early stopping)."""
+        if self.best_epoch is None:
+            return self.history[-1] if self.history else {}
+        return next(r for r in self.history if r["epoch"] == self.best_epoch)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [_to_device(value, device) for value in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, (list, tuple)) or isinstance(batch, dict):
+        for value in values:
+            size = _batch_size(value)
+            if size:
+                return size
+    return 0
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    # decay matrices (linear, attention, embedding weights); not biases or norm gains
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}]
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class Trainer:
+    """Train a model with its loss callable: AdamW, early stopping, checkpoints, seeds.
+
+    Args:
+        model: the model; trained in place (ends with the best epoch's weights when early
+            stopping is on).
+        config: a :class:`TrainConfig`.
+        loss: ``(model, batch) -> scalar`` to minimise.
+        metrics: optional ``(model, batch) -> {name: value}``; averaged over examples.
+        model_config: the model's config dataclass, saved in checkpoints.
+
+    Example::
+
+        result = Trainer(model, TrainConfig(epochs=10), loss=loss).fit(train, val)
+        result.history[-1]["val_loss"], result.best_epoch, result.warnings
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig | None = None,
+        *,
+        loss: Callable[[nn.Module, Any], Tensor],
+        metrics: Callable[[nn.Module, Any], dict[str, float]] | None = None,
+        model_config: Any = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss):
+            raise TypeError(f"loss must be callable (model, batch) -> Tensor, got {loss!r}")
+        self.model = model
+        self.config = config if config is not None else TrainConfig()
+        self.loss = loss
+        self.metrics = metrics
+        self.model_config = model_config
+        self.rank, self.world = distributed.rank_and_world()
+        if self.config.device is not None:
+            self.device = torch.device(self.config.device)
+        elif distributed.is_distributed():
+            self.device = distributed.local_device()
+        else:
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset) -> dict[str, float]:
+        """Loss and metrics over ``dataset`` in eval mode, averaged over examples.
+
+        Returns ``{"loss": ..., <metric>: ...}``. Every process evaluates the whole dataset.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False)
+        for batch in loader:
+            batch = _to_device(batch, self.device)
+            size = _batch_size(batch)
+            values = {"loss": float(self.loss(self.model, batch))}
+            if self.metrics is not None:
+                values.update({k: float(v) for k, v in self.metrics(self.model, batch).items()})
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value * size
+            count += size
+        self.model.train(was_training)
+        if count == 0:
+            raise ValueError("dataset must not be empty")
+        return {key: value / count for key, value in totals.items()}
+
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset,
+        test: Dataset | None = None,
+        *,
+        resume: str | Path | None = None,
+    ) -> TrainResult:
+        """Train on ``train``, validate on ``val`` each epoch, evaluate ``test`` at the end.
+
+        Args:
+            train, val, test: torch Datasets; batches are their default collation.
+            resume: a checkpoint directory (or the ``checkpoint_dir`` holding ``checkpoint/``)
+                to continue from; the run then ends as the uninterrupted run would have.
+        """
+        config = self.config
+        for name, data in (("train", train), ("val", val)):
+            if len(data) == 0:  # type: ignore[arg-type]
+                raise ValueError(f"{name} dataset must not be empty")
+        started = time.perf_counter()
+        seed_everything(config.seed)
+        self.model.to(self.device)
+        optimizer = _optimizer(self.model, config)
+        state, best = TrainState(), None
+        if resume is not None:
+            state, best = self._restore(Path(resume), optimizer)
+        sampler = DistributedSampler(
+            train, num_replicas=self.world, rank=self.rank, shuffle=True, seed=config.seed
+        )
+        loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler)
+        step_module = distributed.wrap(self.model, self.loss)
+        stopped_early = self._stopped(state)
+        out = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
+        checkpoint = None
+        with self._progress() as progress:
+            for epoch in range(state.epoch + 1, config.epochs + 1):
+                if stopped_early or self._out_of_steps(state):
+                    break
+                epoch_started = time.perf_counter()
+                sampler.set_epoch(epoch)
+                train_loss = self._train_epoch(step_module, loader, optimizer, state, progress)
+                record = {"epoch": epoch, "step": state.step, "train_loss": train_loss}
+                val_values = self.evaluate(val)
+                record.update({f"val_{key}": value for key, value in val_values.items()})
+                if config.train_metrics and self.metrics is not None:
+                    train_values = self.evaluate(train)
+                    record.update({f"train_{k}": v for k, v in train_values.items() if k != "loss"})
+                record["lr"] = optimizer.param_groups[0]["lr"]
+                record["seconds"] = time.perf_counter() - epoch_started
+                best = self._early_stopping(record, state, best)
+                state.history.append(record)
+                state.epoch = epoch
+                for warning in gap_warnings(state.history, config.overfit):
+                    log.warning(warning)
+                    state.warnings.append(warning)
+                log.info(_describe(record))
+                stopped_early = self._stopped(state)
+                if out is not None and self.rank == 0:
+                    checkpoint = save_checkpoint(
+                        out / "checkpoint",
+                        self.model,
+                        optimizer,
+                        state,
+                        best=best,
+                        train_config=config,
+                        model_config=self.model_config,
+                    )
+        if config.patience is not None and best is not None:
+            self.model.load_state_dict(best)
+        result = TrainResult(
+            history=state.history,
+            best_epoch=state.best_epoch,
+            best_val_loss=state.best_val_loss,
+            stopped_early=stopped_early,
+            steps=state.step,
+            warnings=list(state.warnings),
+            test=self.evaluate(test) if test is not None else None,
+            checkpoint=checkpoint,
+        )
+        result.seconds = time.perf_counter() - started
+        if out is not None and self.rank == 0:
+            result.metrics_path = write_metrics(result, config, out / "metrics.json")
+            result.plot_path = plot_history(result.history, out / "loss.png")
+        return result
+
+    def _train_epoch(
+        self,
+        step_module: nn.Module,
+        loader: DataLoader,
+        optimizer: torch.optim.Optimizer,
+        state: TrainState,
+        progress: Any,
+    ) -> float:
+        config = self.config
+        self.model.train()
+        total, count = 0.0, 0
+        task = None
+        if progress is not None:
+            task = progress.add_task(f"epoch {state.epoch + 1}/{config.epochs}", total=len(loader))
+        for batch in loader:
+            batch = _to_device(batch, self.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = step_module(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {state.step + 1}")
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            optimizer.step()
+            state.step += 1
+            size = _batch_size(batch)
+            total += loss.item() * size
+            count += size
+            if task is not None:
+                progress.update(task, advance=1, description=_bar(state, config, total / count))
+            if self._out_of_steps(state):
+                break
+        return distributed.all_reduce_mean(total / max(count, 1), self.device)
+
+    def _early_stopping(
+        self, record: dict[str, Any], state: TrainState, best: dict[str, Tensor] | None
+    ) -> dict[str, Tensor] | None:
+        if record["val_loss"] < state.best_val_loss:
+            state.best_val_loss, state.best_epoch = record["val_loss"], record["epoch"]
+            state.bad_epochs = 0
+            if self.config.patience is not None:
+                return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return best
+        state.bad_epochs += 1
+        return best
+
+    def _stopped(self, state: TrainState) -> bool:
+        return self.config.patience is not None and state.bad_epochs >= self.config.patience
+
+    def _out_of_steps(self, state: TrainState) -> bool:
+        return self.config.max_steps is not None and state.step >= self.config.max_steps
+
+    def _restore(
+        self, path: Path, optimizer: torch.optim.Optimizer
+    ) -> tuple[TrainState, dict[str, Tensor] | None]:
+        if not (path / "state.json").is_file() and (path / "checkpoint").is_dir():
+            path = path / "checkpoint"
+        saved = load_checkpoint(path)
+        self.model.load_state_dict(saved.weights)
+        optimizer.load_state_dict(saved.optimizer)
+        set_rng_state(saved.rng)
+        best = saved.best
+        if best is not None:
+            best = {k: v.to(self.device) for k, v in best.items()}
+        log.info(
+            "resumed from %s after epoch %d, step %d", path, saved.state.epoch, saved.state.step
+        )
+        return saved.state, best
+
+    def _progress(self) -> Any:
+        if not self.config.progress or self.rank != 0 or not sys.stderr.isatty():
+            return nullcontext(None)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        return Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+
+
+def _bar(state: TrainState, config: TrainConfig, loss: float) -> str:
+    last = state.history[-1] if state.history else None
+    val = f" val {last['val_loss']:.4f}" if last else ""
+    return f"epoch {state.epoch + 1}/{config.epochs} loss {loss:.4f}{val}"
+
+
+def _describe(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}", f"step {record['step']}"]
+    parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))]
+    return ", ".join(parts)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_metrics(result: TrainResult, config: TrainConfig, path: Path) -> Path:
+    """Write the run's config, history, best epoch, warnings and test metrics as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "config": {k: _clean(v) for k, v in dataclasses.asdict(config).items()},
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": _clean(result.best_val_loss),
+        "stopped_early": result.stopped_early,
+        "steps": result.steps,
+        "warnings": result.warnings,
+        "test": result.test,
+        "seconds": result.seconds,
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
+    """Plot train and validation loss (and accuracy-like metrics) per epoch to a PNG.
+
+    Returns None (and plots nothing) when matplotlib is not installed or history is empty.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed; no loss plot")
+        return None
+    if not history:
+        return None
+    epochs = [r["epoch"] for r in history]
+    metrics = sorted(
+        {k[4:] for r in history for k in r if k.startswith("val_") and k != "val_loss"}
+    )
+    figure, axes = plt.subplots(1, 2 if metrics else 1, figsize=(10 if metrics else 5, 3.5))
+    axes = np.atleast_1d(axes)
+    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(epochs, [r["val_loss"] for r in history], label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].legend()
+    if metrics:
+        for name in metrics:
+            axes[1].plot(epochs, [r.get(f"val_{name}") for r in history], label=f"val {name}")
+            if any(f"train_{name}" in r for r in history):
+                axes[1].plot(
+                    epochs, [r.get(f"train_{name}") for r in history], "--", label=f"train {name}"
+                )
+        axes[1].set(xlabel="epoch", title="metrics")
+        axes[1].legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
