@@ -172,6 +172,7 @@ def monitor_report(
     reference = {name: reference[name] for name in usable}
     current = {name: current[name] for name in usable}
     report = drift_report(reference, current)
-    out.write_text(render_drift_report(report, reference, current))
+    tags = {k: v for k, v in (("model", model), ("version", version)) if v is not None}
+    out.write_text(render_drift_report(report, reference, current, tags=tags))
     drifted = [name for name, result in report.results.items() if result.drifted]
     typer.echo(f"drifted: {', '.join(drifted) or 'none'}; report: {out}")
