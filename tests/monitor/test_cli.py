@@ -30,11 +30,15 @@ def test_monitor_report_writes_the_drift_of_the_stored_windows(tmp_path):
     store.insert(rows)
     store.close()
     out = tmp_path / "drift.html"
-    result = CliRunner().invoke(app, ["monitor", "report", "--db", url, "--out", str(out)])
+    result = CliRunner().invoke(app, ["monitor", "report", "--db", url, "--out", str(out),
+                                      "--model", "llama"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "drifted: lookback_ratio;" in result.output  # entropy, sink, max_weight stay put
     page = out.read_text()
-    assert "lookback_ratio" in page and "<svg" in page
+    assert "lookback_ratio" in page and "<svg" in page and "llama" in page
+    other = CliRunner().invoke(app, ["monitor", "report", "--db", url, "--out", str(out),
+                                     "--model", "mistral"])  # fmt: skip
+    assert other.exit_code == 2 and "no records" in other.output
 
 
 def test_monitor_report_says_when_there_is_nothing_to_compare(tmp_path):
