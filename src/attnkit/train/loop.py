@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from attnkit.train import distributed
 from attnkit.train.checkpoint import TrainState, load_checkpoint, save_checkpoint, set_rng_state
@@ -49,7 +49,8 @@ class TrainConfig:
     checkpoint_dir: str | Path | None = None  # checkpoint/, metrics.json and loss.png go here
     progress: bool = True  # rich progress bar (shown only on a terminal, only on rank 0)
     device: str | None = None  # "cpu", "cuda", ...; None: the process group's, else cuda if any
-    train_metrics: bool = True  # also evaluate metrics on the training split (eval mode)
+    train_metrics: bool = True  # also evaluate metrics on the training split (eval mode; at
+    # most as many examples as the validation split, a fixed seeded sample, to bound the cost)
     overfit: OverfitCheck = field(
         default_factory=OverfitCheck
     )  # the train/validation gap detector's settings
@@ -127,6 +128,15 @@ def _batch_size(batch: Any) -> int:
             if size:
                 return size
     return 0
+
+
+def _sample(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """``dataset`` itself, or a fixed seeded sample of ``size`` of its examples."""
+    if len(dataset) <= size:  # type: ignore[arg-type]
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)[:size]  # type: ignore[arg-type]
+    return Subset(dataset, order.tolist())
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -253,7 +263,7 @@ class Trainer:
                 val_values = self.evaluate(val)
                 record.update({f"val_{key}": value for key, value in val_values.items()})
                 if config.train_metrics and self.metrics is not None:
-                    train_values = self.evaluate(train)
+                    train_values = self.evaluate(_sample(train, len(val), config.seed))
                     record.update({f"train_{k}": v for k, v in train_values.items() if k != "loss"})
                 record["lr"] = optimizer.param_groups[0]["lr"]
                 record["seconds"] = time.perf_counter() - epoch_started
