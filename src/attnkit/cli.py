@@ -176,3 +176,55 @@ def monitor_report(
     out.write_text(render_drift_report(report, reference, current, tags=tags))
     drifted = [name for name, result in report.results.items() if result.drifted]
     typer.echo(f"drifted: {', '.join(drifted) or 'none'}; report: {out}")
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="text, dates, mnist, digits, co2, sunspots, taylor.")],
+    attention: Annotated[str, typer.Option(help="soft, hard, multihead or none (baseline).")] = (
+        "soft"
+    ),
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    patience: Annotated[int, typer.Option(min=0, help="Early stopping; 0 turns it off.")] = 5,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    fraction: Annotated[float, typer.Option(help="Share of the training split.")] = 1.0,
+    data: Annotated[Path | None, typer.Option(help="Your own data file (CSV/JSONL).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Default: runs/<task>-<attention>.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT's checkpoint.")] = False,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="Model option KEY=VALUE.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a task's model (attention or baseline): checkpoint, metrics JSON and loss plot."""
+    from attnkit.train import TrainConfig
+    from attnkit.train.command import train_task
+    from attnkit.train.tasks import parse_options
+
+    try:
+        config = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            patience=patience or None,
+            max_steps=max_steps,
+            progress=progress,
+            checkpoint_dir=out if out is not None else Path("runs") / f"{task}-{attention}",
+        )
+        train_task(
+            task,
+            attention=attention,
+            config=config,
+            fraction=fraction,
+            data=data,
+            resume=resume,
+            options=parse_options(option or []),
+        )
+    except (ValueError, ImportError) as error:
+        raise typer.BadParameter(str(error)) from error
