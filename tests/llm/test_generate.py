@@ -92,3 +92,26 @@ def test_bad_input(models, tokenizer):
         generate(sdpa, tokenizer, PROMPT, context=(5, 500))
     with pytest.raises(ValueError, match="no supported attention layer"):
         generate(torch.nn.Linear(2, 2), tokenizer, PROMPT, context=(0, 2))
+
+
+def test_trace_hooks_see_every_generation(models, tokenizer, caplog):
+    sdpa, _ = models
+    from attnkit.llm.generate import add_trace_hook
+
+    seen = []
+
+    def broken(trace):
+        raise RuntimeError("observer down")
+
+    handles = [add_trace_hook(seen.append), add_trace_hook(broken)]
+    kwargs = {"context": (0, 3), "max_new_tokens": 2, "do_sample": False}
+    with caplog.at_level("ERROR", logger="attnkit.llm.generate"):
+        trace = generate(sdpa, tokenizer, PROMPT, **kwargs)  # the broken hook does not lose it
+    assert seen == [trace] and len(trace.new_ids) == 2
+    assert "observer down" in caplog.text
+    for handle in handles:
+        handle.remove()
+    generate(sdpa, tokenizer, PROMPT, **kwargs)
+    assert len(seen) == 1
+    with pytest.raises(TypeError, match="fn must be callable"):
+        add_trace_hook(42)

@@ -8,15 +8,21 @@ largest weight and retrieval hits.
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from attnkit.capture import capture
 from attnkit.llm.signals import lookback_ratio, retrieval_hits
 
-__all__ = ["GenerationTrace", "generate"]
+__all__ = ["GenerationTrace", "add_trace_hook", "generate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,33 @@ class GenerationTrace:
     def retrieval_score(self) -> Tensor:
         """Share of steps on which each head copied from the context, ``(L, H)``."""
         return self.retrieval.float().mean(0)
+
+
+TraceHook = Callable[[GenerationTrace], None]
+_TRACE_HOOKS: OrderedDict[int, TraceHook] = OrderedDict()  # weakly referenced by the handles
+
+
+def add_trace_hook(fn: TraceHook) -> RemovableHandle:
+    """Call ``fn(trace)`` with every trace :func:`generate` returns (one call per example).
+
+    A hook that raises is logged and skipped; the generation is returned all the same.
+
+    Returns:
+        A handle; ``handle.remove()`` unregisters ``fn``.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    handle = RemovableHandle(_TRACE_HOOKS)
+    _TRACE_HOOKS[handle.id] = fn
+    return handle
+
+
+def _run_hooks(trace: GenerationTrace) -> None:
+    for fn in list(_TRACE_HOOKS.values()):
+        try:
+            fn(trace)
+        except Exception:  # a broken observer must not cost the caller its generation
+            log.exception("trace hook %r failed", fn)
 
 
 def _context_span(encoded, prompt: str, context: str | tuple[int, int], length: int):
@@ -114,7 +147,7 @@ def generate(
         new_counts[:, None, None],
     )
     hits = retrieval_hits(per_token("argmax"), sequence, new_ids[:, None, None], span)
-    return GenerationTrace(
+    trace = GenerationTrace(
         text=tokenizer.decode(new_ids, skip_special_tokens=True),
         prompt_ids=prompt_ids[0],
         new_ids=new_ids,
@@ -126,3 +159,5 @@ def generate(
         max_weight=per_token("max"),
         retrieval=hits,
     )
+    _run_hooks(trace)
+    return trace
