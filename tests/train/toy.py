@@ -37,3 +37,27 @@ def mlp(hidden: int = 32, inputs: int = 4, outputs: int = 1, dropout: float = 0.
     return nn.Sequential(
         nn.Linear(inputs, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, outputs)
     )
+
+
+def toy_recipe(attention="soft", seed=0, fraction=1.0, data=None, **options):
+    """A two-class task in the recipe-function signature, for the CLI tests."""
+    from attnkit.train import Recipe
+
+    if attention not in ("soft", "none"):
+        raise ValueError(f"attention must be one of ['none', 'soft'], got {attention!r}")
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(300, 4, generator=generator)
+    y = (x[:, 0] - x[:, 2] > 0).long()
+    keep = max(1, round(200 * fraction))
+    torch.manual_seed(seed)
+    model = mlp(hidden=options.get("hidden", 16), outputs=2)
+    return Recipe(
+        name="toy",
+        model=model,
+        train=TensorDataset(x[:keep], y[:keep]),
+        val=TensorDataset(x[200:250], y[200:250]),
+        test=TensorDataset(x[250:], y[250:]),
+        loss=cross_entropy,
+        metrics=accuracy,
+        config=None,
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attnkit.train.distributed import init_from_env, rank_and_world
+import torch.distributed
+
+from attnkit.train.distributed import init_from_env, is_distributed, rank_and_world
 from attnkit.train.loop import TrainConfig, Trainer, TrainResult
 from attnkit.train.tasks import load_recipe
 
@@ -24,10 +26,26 @@ def train_task(
 ) -> TrainResult:
     """Train ``task`` with ``config`` (joining a ``torchrun`` process group if there is one),
     print the metrics table and the output paths, and return the result."""
+    joined = not is_distributed() and init_from_env()
+    try:
+        return _train_and_report(task, attention, config, fraction, data, resume, options)
+    finally:
+        if joined:
+            torch.distributed.destroy_process_group()
+
+
+def _train_and_report(
+    task: str,
+    attention: str,
+    config: TrainConfig,
+    fraction: float,
+    data: Path | None,
+    resume: bool,
+    options: dict[str, Any],
+) -> TrainResult:
     from rich.console import Console
     from rich.table import Table
 
-    init_from_env()
     rank, world = rank_and_world()
     recipe = load_recipe(
         task, attention=attention, seed=config.seed, fraction=fraction, data=data, **options

@@ -6,7 +6,7 @@ each optimizer step, so ``N`` processes with batch size ``b`` take the same step
 with batch size ``N * b`` (Li et al. 2020, "PyTorch Distributed"). Backend: ``gloo`` on CPU,
 ``nccl`` on GPU. Launch::
 
-    torchrun --standalone --nproc-per-node 2 -m attnkit.train digits --epochs 5
+    torchrun --standalone --nproc-per-node 2 $(which attnkit) train digits --epochs 5
 
 The :class:`~attnkit.train.Trainer` notices an initialized process group by itself; only rank 0
 shows progress and writes checkpoints, metrics and plots.

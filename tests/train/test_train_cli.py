@@ -1,0 +1,101 @@
+import importlib.util
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from attnkit.cli import app
+from attnkit.train import tasks
+from attnkit.train.checkpoint import load_checkpoint
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def toy_task(monkeypatch):
+    monkeypatch.setitem(tasks.TASKS, "toy", "toy:toy_recipe")
+
+
+def test_train_runs_end_to_end_and_resumes(tmp_path, toy_task):
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "toy",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.01",
+        "--out",
+        str(out),
+    ]
+    done = runner.invoke(app, [*args, "-o", "hidden=8", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert "toy, attention=soft, 21 steps" in done.output  # 200 examples / 32 -> 7 per epoch
+    assert f"metrics: {out / 'metrics.json'}" in done.output.replace("\n", "")
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in saved["history"]] == [1, 2, 3]
+    assert saved["test"]["accuracy"] > 0.8
+    assert load_checkpoint(out / "checkpoint").weights["0.weight"].shape == (8, 4)
+
+    more = runner.invoke(
+        app,
+        [
+            "train",
+            "toy",
+            "--epochs",
+            "5",
+            "--out",
+            str(out),
+            "--resume",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.01",
+            "-o",
+            "hidden=8",
+        ],
+    )
+    assert more.exit_code == 0, more.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in saved["history"]] == [1, 2, 3, 4, 5]
+    assert saved["steps"] == 35
+
+
+def test_unknown_task_lists_the_known_ones():
+    done = runner.invoke(app, ["train", "nope"])
+    assert done.exit_code != 0
+    for task in ("text", "dates", "digits", "co2", "taylor"):
+        assert task in done.output
+
+
+def test_unsupported_attention_and_missing_checkpoint_are_clear(tmp_path, toy_task):
+    done = runner.invoke(app, ["train", "toy", "--attention", "hard", "--out", str(tmp_path)])
+    assert done.exit_code != 0 and "['none', 'soft']" in done.output
+    done = runner.invoke(app, ["train", "toy", "--resume", "--out", str(tmp_path / "empty")])
+    assert done.exit_code != 0 and "--resume needs a checkpoint" in done.output
+
+
+def test_options_parse_as_json_or_text():
+    assert tasks.parse_options(["dropout=0.1", "hidden=64", "column=value", "flag=true"]) == {
+        "dropout": 0.1,
+        "hidden": 64,
+        "column": "value",
+        "flag": True,
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        tasks.parse_options(["dropout"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("attnkit.models.timeseries") is None, reason="no series models yet"
+)
+def test_a_real_task_trains_from_the_cli(tmp_path):
+    done = runner.invoke(
+        app, ["train", "co2", "--epochs", "2", "--out", str(tmp_path), "--no-progress"]
+    )
+    assert done.exit_code == 0, done.output
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
