@@ -1,0 +1,303 @@
+"""Text classification data: word vocabularies, padded datasets, and the user's own files.
+
+- :func:`load_text_file` reads a CSV, TSV or JSONL file of texts and labels, splits it into
+  train / validation / test, builds a word :class:`Vocabulary` from the training split only and
+  encodes every split as a :class:`TextDataset`.
+- :func:`evidence_dataset` turns the generated evidence task (:mod:`attnkit.data.evidence`) into
+  the same :class:`TextDataset`, so one classifier trains on both.
+
+A :class:`TextDataset` item is a dict ``{"tokens": (T,) int64, "mask": (T,) bool, "label": ()
+int64}`` (plus ``"evidence": (T,) bool`` when known); PyTorch's default collate stacks them into
+``(B, T)`` batches. Id 0 is padding, id 1 the unknown word.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from attnkit.data.evidence import EvidenceTask
+
+__all__ = [
+    "PAD",
+    "UNK",
+    "TextData",
+    "TextDataset",
+    "Vocabulary",
+    "evidence_dataset",
+    "load_text_file",
+    "pad_ids",
+    "tokenize",
+]
+
+PAD = "<pad>"  # id 0
+UNK = "<unk>"  # id 1
+EXTENSIONS = (".csv", ".tsv", ".jsonl")
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def tokenize(text: str, lowercase: bool = True) -> list[str]:
+    """Words and punctuation marks of ``text``: ``"Don't stop!"`` -> ``don ' t stop !``."""
+    return _WORD.findall(text.lower() if lowercase else text)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Tokens by id; ``tokens[0]`` is padding and ``tokens[1]`` the unknown token."""
+
+    tokens: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.tokens[:2] != (PAD, UNK):
+            raise ValueError(f"tokens must start with ({PAD!r}, {UNK!r}), got {self.tokens[:2]}")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise ValueError("tokens must be distinct")
+        object.__setattr__(self, "_ids", {token: i for i, token in enumerate(self.tokens)})
+
+    @classmethod
+    def build(cls, texts: Iterable[Sequence[str]], min_count: int = 1) -> Vocabulary:
+        """Every token seen at least ``min_count`` times, most frequent first (ties by name)."""
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        counts = Counter(token for text in texts for token in text)
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_count and t not in (PAD, UNK)),
+            key=lambda t: (-counts[t], t),
+        )
+        return cls((PAD, UNK, *kept))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of ``tokens``; unknown ones map to 1."""
+        ids = self._ids  # type: ignore[attr-defined]
+        return [ids.get(token, 1) for token in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens of ``ids``, padding dropped."""
+        return [self.tokens[i] for i in ids if i != 0]
+
+
+def pad_ids(sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[Tensor, Tensor]:
+    """Right-pad id lists with 0 to ``length`` (default: the longest), truncating longer ones.
+
+    Returns:
+        ``(ids (n, T) int64, lengths (n,) int64)``.
+    """
+    length = max((len(s) for s in sequences), default=0) if length is None else length
+    ids = torch.zeros(len(sequences), length, dtype=torch.long)
+    lengths = torch.zeros(len(sequences), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        seq = list(seq)[:length]
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        lengths[i] = len(seq)
+    return ids, lengths
+
+
+class TextDataset(Dataset):
+    """Encoded, padded texts with integer labels.
+
+    Args:
+        tokens: ``(n, T)`` int64 ids, 0 = padding, every row with at least one real token.
+        labels: ``(n,)`` int64 class ids.
+        vocabulary: the ids' :class:`Vocabulary`.
+        classes: class names by id.
+        evidence: optional ``(n, T)`` boolean, ``True`` on tokens known to decide the label.
+    """
+
+    def __init__(
+        self,
+        tokens: Tensor,
+        labels: Tensor,
+        vocabulary: Vocabulary,
+        classes: Sequence[str],
+        evidence: Tensor | None = None,
+    ) -> None:
+        if tokens.ndim != 2 or labels.shape != tokens.shape[:1]:
+            raise ValueError(
+                f"tokens must be (n, T) and labels (n,), got {tuple(tokens.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        if evidence is not None and evidence.shape != tokens.shape:
+            raise ValueError(
+                f"evidence must be shaped like tokens {tuple(tokens.shape)}, "
+                f"got {tuple(evidence.shape)}"
+            )
+        self.tokens = tokens
+        self.labels = labels
+        self.vocabulary = vocabulary
+        self.classes = tuple(classes)
+        self.evidence = evidence
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = {
+            "tokens": self.tokens[index],
+            "mask": self.tokens[index] != 0,
+            "label": self.labels[index],
+        }
+        if self.evidence is not None:
+            item["evidence"] = self.evidence[index]
+        return item
+
+    def subset(self, indices: Sequence[int] | Tensor) -> TextDataset:
+        """The examples at ``indices``, same vocabulary and classes."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        evidence = None if self.evidence is None else self.evidence[indices]
+        return TextDataset(
+            self.tokens[indices], self.labels[indices], self.vocabulary, self.classes, evidence
+        )
+
+    def text(self, index: int) -> str:
+        """Example ``index`` as words."""
+        return " ".join(self.vocabulary.decode(self.tokens[index].tolist()))
+
+
+@dataclass(frozen=True)
+class TextData:
+    """A user's text file, split and encoded; the vocabulary comes from ``train`` only."""
+
+    train: TextDataset
+    val: TextDataset
+    test: TextDataset
+    vocabulary: Vocabulary
+    classes: tuple[str, ...]
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, object]], list[str]]:
+    """Rows of a CSV/TSV/JSONL file as dicts, and the column names found."""
+    if path.suffix == ".jsonl":
+        rows: list[dict[str, object]] = []
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}: line {number} is not valid JSON ({error})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{path}: line {number} must be a JSON object, got {type(row).__name__}"
+                    )
+                rows.append(row)
+        columns = sorted({key for row in rows for key in row})
+        return rows, columns
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+        rows = list(reader)
+        return rows, list(reader.fieldnames or [])
+
+
+def load_text_file(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    min_count: int = 1,
+    max_length: int = 256,
+    lowercase: bool = True,
+) -> TextData:
+    """Read a labelled text file, split it, build the vocabulary, encode every split.
+
+    Args:
+        path: a ``.csv``, ``.tsv`` (header row first) or ``.jsonl`` (one object per line) file.
+        text_column, label_column: the columns holding the text and the label (any values;
+            classes are their string forms, sorted).
+        val_fraction, test_fraction: shares of the rows held out (at least one row each when
+            > 0), after a shuffle with ``seed``.
+        min_count: words seen fewer times in the training split map to ``<unk>``.
+        max_length: texts are cut to this many tokens; batches are padded to the longest
+            remaining text.
+        lowercase: lowercase texts before splitting into words (:func:`tokenize`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: an unknown extension, a missing column (the message lists those found), no
+            rows, an empty text or label, or a label column with a single class.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    if path.suffix not in EXTENSIONS:
+        raise ValueError(f"path must end in one of {list(EXTENSIONS)}, got {path.name!r}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    rows, columns = _read_rows(path)
+    if not rows:
+        raise ValueError(f"{path}: the file has no data rows")
+    missing = [c for c in (text_column, label_column) if c not in columns]
+    if missing:
+        raise ValueError(
+            f"{path}: column(s) {missing} not found; the file has columns {columns} "
+            "(pass text_column= and label_column=)"
+        )
+    texts, labels = [], []
+    for number, row in enumerate(rows, start=1):
+        text, label = row.get(text_column), row.get(label_column)
+        words = tokenize(str(text), lowercase) if text is not None else []
+        if not words:
+            raise ValueError(f"{path}: row {number} has an empty {text_column!r} ({text!r})")
+        if label is None or str(label).strip() == "":
+            raise ValueError(f"{path}: row {number} has an empty {label_column!r}")
+        texts.append(words[:max_length])
+        labels.append(str(label).strip())
+    classes = tuple(sorted(set(labels)))
+    if len(classes) < 2:
+        raise ValueError(
+            f"{path}: column {label_column!r} has a single class {classes[0]!r}; "
+            "a classifier needs at least two"
+        )
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(val_fraction * len(rows))) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * len(rows))) if test_fraction > 0 else 0
+    if len(rows) - n_val - n_test < 1:
+        raise ValueError(
+            f"{path}: {len(rows)} rows leave none for training after {n_val} validation and "
+            f"{n_test} test rows"
+        )
+    parts = {
+        "val": order[:n_val],
+        "test": order[n_val : n_val + n_test],
+        "train": order[n_val + n_test :],
+    }
+    vocabulary = Vocabulary.build((texts[i] for i in parts["train"]), min_count)
+    class_ids = {c: i for i, c in enumerate(classes)}
+
+    def encode(indices: list[int]) -> TextDataset:
+        ids, _ = pad_ids([vocabulary.encode(texts[i]) for i in indices])
+        targets = torch.tensor([class_ids[labels[i]] for i in indices], dtype=torch.long)
+        return TextDataset(ids.reshape(len(indices), -1), targets, vocabulary, classes)
+
+    return TextData(
+        encode(parts["train"]), encode(parts["val"]), encode(parts["test"]), vocabulary, classes
+    )
+
+
+def evidence_dataset(task: EvidenceTask) -> TextDataset:
+    """The evidence task (:func:`attnkit.data.evidence.make_evidence_task`) as a
+    :class:`TextDataset`: ids shift by 2 to make room for padding and ``<unk>``, positions and
+    the evidence mask stay as they are."""
+    vocabulary = Vocabulary((PAD, UNK, *task.vocabulary))
+    names = {word.split("_")[0] for word in task.vocabulary if word.startswith("class")}
+    classes = tuple(str(c) for c in range(len(names)))
+    return TextDataset(task.tokens + 2, task.labels, vocabulary, classes, task.evidence)
