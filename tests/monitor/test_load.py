@@ -51,7 +51,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(serve, kind, request, tmp
     url = f"sqlite:///{tmp_path / 'load.db'}"
     per_writer = PER_WRITER
     if kind == "postgresql":  # fewer: the suite's time goes to SQLite, the harder case
-        url, per_writer = request.getfixturevalue("store_url_postgresql"), 200
+        url, per_writer = request.getfixturevalue("store_url_postgresql"), 100
     server = serve(url)
     threads, acknowledged, failures = run_writers(server.url, per_writer)
     for thread in threads:
@@ -81,14 +81,14 @@ def test_sigkill_mid_ingest_keeps_every_acknowledged_record(serve, tmp_path):
     stop = threading.Event()
     threads, acknowledged, failures = run_writers(server.url, 100_000, stop)
     deadline = time.monotonic() + 30
-    while len(acknowledged) < 800 and time.monotonic() < deadline:
+    while len(acknowledged) < 400 and time.monotonic() < deadline:
         time.sleep(0.01)
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     stop.set()
     for thread in threads:
         thread.join()
-    assert len(acknowledged) >= 800
+    assert len(acknowledged) >= 400
     assert failures and all("Error" in failure for failure in failures)  # connection errors
     store = Store(url)
     with store.reader.connect() as connection:
@@ -106,7 +106,7 @@ def test_sigkill_mid_ingest_keeps_every_acknowledged_record(serve, tmp_path):
 WRITE_FROM_A_PROCESS = """
 from attnkit.monitor.store import Store
 store = Store({url!r})
-for batch in range(20):
+for batch in range(10):
     store.insert([
         dict(request_id=f"p{worker}-{{batch}}-{{i}}", lookback_ratio=0.5, entropy=1.0, sink=0.1,
              max_weight=0.2, prompt_tokens=5, new_tokens=2) for i in range(25)
@@ -125,10 +125,10 @@ def test_processes_writing_one_sqlite_file_wait_instead_of_failing(tmp_path):
             [sys.executable, "-c", WRITE_FROM_A_PROCESS.format(url=url, worker=k)],
             stderr=subprocess.PIPE, text=True,
         )
-        for k in range(3)
+        for k in range(2)
     ]  # fmt: skip
     errors = [process.communicate(timeout=120)[1] for process in processes]
-    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    assert [process.returncode for process in processes] == [0, 0], errors
     store = Store(url)
-    assert store.count() == 3 * 20 * 25
+    assert store.count() == 2 * 10 * 25
     store.close()
