@@ -183,6 +183,7 @@ class Monitor:
         self._send_lock = threading.Lock()  # one write at a time, in order
         self._wake = threading.Event()
         self._closed = False
+        self._handles: list = []  # hooks registered by attach(), removed by close()
         self._thread = threading.Thread(target=self._run, name="attnkit-monitor", daemon=True)
         self._thread.start()
 
@@ -270,17 +271,21 @@ class Monitor:
                 log.warning("monitor could not write %d records: %s", self.pending, error)
 
     def attach(self):
-        """Log every :func:`attnkit.llm.generate.generate` call; returns the hook's handle
-        (``handle.remove()`` detaches)."""
+        """Log every :func:`attnkit.llm.generate.generate` call until :meth:`close`; returns the
+        hook's handle (``handle.remove()`` detaches earlier)."""
         from attnkit.llm.generate import add_trace_hook
 
-        return add_trace_hook(self.log)
+        handle = add_trace_hook(self.log)
+        self._handles.append(handle)
+        return handle
 
     def close(self) -> None:
         """Write what is queued and stop the background thread."""
         if self._closed:
             return
         self._closed = True
+        for handle in self._handles:
+            handle.remove()
         self._wake.set()
         self._thread.join()
         try:
