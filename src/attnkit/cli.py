@@ -162,7 +162,7 @@ def monitor_report(
 
     store = Store(db)
     store.upgrade()
-    reference, current, _ = store.windows(
+    reference, current = store.windows(
         current_days=current_days, reference_days=reference_days, model=model, version=version
     )
     store.close()
