@@ -268,7 +268,7 @@ def _drift(store, settings, current_days, reference_days, end, by, method) -> di
     groups = [None] if by is None else sorted({g[by] for g in store.groups()})
     results = []
     for group in groups:
-        reference, current, _ = store.windows(
+        reference, current = store.windows(
             current_days=current_days, reference_days=reference_days, end=end,
             limit=settings.drift_samples, **({} if group is None else {by: group}),
         )  # fmt: skip

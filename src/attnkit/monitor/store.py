@@ -339,14 +339,13 @@ class Store:
         end: float | None = None,
         limit: int = 5000,
         **filters,
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Signals of a reference window and the current window right after it.
 
         The current window is the last ``current_days`` before ``end`` (default now), the
         reference the ``reference_days`` before that; ``filters`` are :meth:`values`'s ``model``,
-        ``version`` and ``tags``. Returns ``(reference, current, bounds)``, the first two
-        ``{signal: (n,)}`` as :meth:`values` gives them, ``bounds`` the windows' edges
-        (``reference_start``, ``split``, ``end``).
+        ``version`` and ``tags``. Returns ``(reference, current)``, each ``{signal: (n,)}`` as
+        :meth:`values` gives them.
         """
         if not (current_days > 0 and reference_days > 0):
             raise ValueError(
@@ -358,7 +357,7 @@ class Store:
         start = split - reference_days * 86400.0
         reference = self.values(start=start, end=split, limit=limit, **filters)
         current = self.values(start=split, end=end, limit=limit, **filters)
-        return reference, current, {"reference_start": start, "split": split, "end": end}
+        return reference, current
 
     def series(
         self,
