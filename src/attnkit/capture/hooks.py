@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from attnkit.attention import backends
 from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.attention.output import AttentionOutput
-from attnkit.capture.stats import attention_stats, stats_from_weights
+from attnkit.capture.stats import Span, attention_stats, stats_from_weights
 
 __all__ = ["attention_layers", "check_layers", "hooked"]
 
@@ -42,7 +42,7 @@ class Listener(Protocol):
 
     want_weights: bool
     want_stats: tuple[str, ...]
-    spans: dict[str, tuple[int, int]]
+    spans: dict[str, Span]
     last_query: bool  # only each call's last query is recorded
 
     def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None: ...
@@ -82,6 +82,9 @@ def _attend(
     names = tuple(dict.fromkeys(n for r, _ in listeners for n in r.want_stats))
     spans = {k: v for r, _ in listeners for k, v in r.spans.items()}
     kwargs = {"mask": mask, "bias": bias, "causal": causal, "scale": scale}
+    recording = [r for r, _ in listeners if r.want_stats or r.want_weights]
+    last_only = recording and all(r.last_query for r in recording)
+    weights = None
     if edits:
         weights = backends.math_attention(query, key, value, need_weights=True, **kwargs).weights
         for edit, layer in edits:
@@ -89,27 +92,33 @@ def _attend(
         attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
         result = AttentionOutput(backends.weighted_values(attended, value), weights)
         stats = stats_from_weights(weights, names, spans) if names else {}
+    elif last_only and not (need_weights or dropout_p > 0):
+        # only the last query is recorded (generation): fused kernel for the output, statistics
+        # (and weights, when asked for) for one query row
+        result = backends.get("sdpa").fn(query, key, value, **kwargs)
+        row = query[..., -1:, :]
+        last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal, "scale": scale}
+        stats = (
+            attention_stats(row, key, value, stats=names, spans=spans, **last).stats
+            if names
+            else {}
+        )
+        if weights_wanted:
+            weights = backends.math_attention(row, key, value, need_weights=True, **last).weights
     elif weights_wanted:
         result = backends.math_attention(
             query, key, value, dropout_p=dropout_p, need_weights=True, **kwargs
         )
+        weights = result.weights
         stats = stats_from_weights(result.weights, names, spans) if names else {}
-    elif names and all(r.last_query for r, _ in listeners if r.want_stats):
-        # only the last query's statistics are wanted (generation): fused kernel for the
-        # output, statistics for one query row
-        result = backends.get("sdpa").fn(query, key, value, **kwargs)
-        last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal}
-        stats = attention_stats(
-            query[..., -1:, :], key, value, stats=names, spans=spans, scale=scale, **last
-        ).stats
     elif names:
         result = attention_stats(query, key, value, stats=names, spans=spans, **kwargs)
         stats = result.stats
     else:
         result = backends.get("sdpa").fn(query, key, value, **kwargs)
         stats = {}
-    for recording, layer in listeners:
-        recording._record(layer, result.weights, stats)
+    for listener, layer in listeners:
+        listener._record(layer, weights, stats)
     return result.output, result.weights
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.capture.hooks import check_layers, hooked
-from attnkit.capture.stats import check_stats
+from attnkit.capture.stats import Span, check_stats
 
 __all__ = ["Recording", "capture"]
 
@@ -40,7 +40,7 @@ class Recording:
     layers: list[str]
     want_weights: bool
     want_stats: tuple[str, ...]
-    spans: dict[str, tuple[int, int]]
+    spans: dict[str, Span]
     heads: list[int] | None
     want_grad: bool = False
     last_query: bool = False
@@ -100,7 +100,7 @@ def capture(
     model: nn.Module,
     weights: bool = False,
     stats: Iterable[str] = (),
-    spans: Mapping[str, tuple[int, int]] | None = None,
+    spans: Mapping[str, Span] | None = None,
     layers: Sequence[str] | None = None,
     heads: Sequence[int] | None = None,
     grad: bool = False,
@@ -113,13 +113,17 @@ def capture(
         weights: record the exact per-head weights ``(B, H, Q, K)`` (materialized: ``O(N²)``).
         stats: per-query statistics computed without the ``N × N`` matrix: ``"entropy"``,
             ``"max"``, ``"argmax"``, ``"sink"``, ``"mass:<span>"``.
-        spans: ``{name: (start, stop)}`` key positions; each adds ``"mass:<name>"``.
+        spans: ``{name: (start, stop)}`` key positions; each adds ``"mass:<name>"``. A span may
+            also be ``(starts, stops)``, two ``(B,)`` integer tensors: one range per example,
+            for left-padded batches.
         layers: names (from ``model.named_modules()``) of the layers to record; default all.
         heads: head indices to keep; default all.
         grad: also keep the weights in the autograd graph, so that after ``backward()``
             ``rec.grads`` holds the gradient with respect to them (implies ``weights=True``).
         last_query: record only the last query of each call: with ``generate()``, one row per
-            new token; the other queries run on the fused kernel with nothing computed for them.
+            new token; the other queries run on the fused kernel with nothing computed for them
+            (weights too, when asked for: ``(B, H, 1, K)`` per call, unless the model's own
+            implementation returns the full weights, as ``eager`` does).
 
     Yields:
         A :class:`Recording`, filled as the model runs.

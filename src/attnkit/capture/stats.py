@@ -8,7 +8,8 @@ allowed keys, the statistics of each query ``i`` are:
 - ``max``: the largest weight, ``exp(max_j s_ij - lse_i)``;
 - ``argmax``: the key holding it;
 - ``sink``: the weight on key 0 (Xiao et al. 2024, "attention sinks");
-- ``mass:<name>``: ``Σ_{j ∈ span} p_ij`` for a named key span ``[start, stop)``.
+- ``mass:<name>``: ``Σ_{j ∈ span} p_ij`` for a named key span ``[start, stop)``, shared by the
+  batch or one range per example (left-padded batches).
 
 No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is). Without a
 score bias and without autograd, attnkit's own fused kernels (:mod:`attnkit.capture.kernel`:
@@ -42,7 +43,14 @@ from attnkit.attention.functional import causal_mask, kv_groups
 from attnkit.attention.output import AttentionOutput
 from attnkit.capture import kernel
 
-__all__ = ["BASIC_STATS", "BLOCK", "attention_stats", "check_stats", "stats_from_weights"]
+__all__ = [
+    "BASIC_STATS",
+    "BLOCK",
+    "Span",
+    "attention_stats",
+    "check_stats",
+    "stats_from_weights",
+]
 
 BLOCK = 256  # side of the score tiles of the statistics pass (measured best of 64..512 here)
 BASIC_STATS = ("entropy", "max", "argmax", "sink")
@@ -50,28 +58,24 @@ _GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _SPAN = re.compile(r"mass:(.+)")
 
 
+Span = tuple[int, int] | tuple[Tensor, Tensor]  # one range for all, or per-example ranges
+
+
 def check_stats(
-    stats: Iterable[str], spans: Mapping[str, tuple[int, int]] | None
-) -> tuple[tuple[str, ...], dict[str, tuple[int, int]]]:
+    stats: Iterable[str], spans: Mapping[str, Span] | None
+) -> tuple[tuple[str, ...], dict[str, Span]]:
     """Validate statistic names and spans; ``mass:<name>`` is added for each span.
 
+    A span is ``(start, stop)`` key positions shared by every example, or ``(starts, stops)``,
+    two 1-D integer tensors of ``B`` positions, one range per example (left-padded batches).
+
     Returns:
-        ``(names, spans)``: every statistic to compute, and the spans as ``{name: (start, stop)}``.
+        ``(names, spans)``: every statistic to compute, and the spans as ``{name: (start, stop)}``
+        (ints, or int64 tensors on the CPU).
     """
     if isinstance(stats, str):
         stats = (stats,)
-    spans = dict(spans or {})
-    for name, span in spans.items():
-        if (
-            not isinstance(span, tuple | list)
-            or len(span) != 2
-            or not all(isinstance(x, int) for x in span)
-            or not 0 <= span[0] < span[1]
-        ):
-            raise ValueError(
-                f"spans[{name!r}] must be (start, stop) key positions with 0 <= start < stop, "
-                f"got {span!r}"
-            )
+    spans = {name: _check_span(name, span) for name, span in dict(spans or {}).items()}
     names = list(stats)
     for name in names:
         match = _SPAN.fullmatch(name)
@@ -83,7 +87,45 @@ def check_stats(
                 f"stats must be among {list(BASIC_STATS)} or 'mass:<span>', got {name!r}"
             )
     names += [f"mass:{span}" for span in spans if f"mass:{span}" not in names]
-    return tuple(dict.fromkeys(names)), {k: (int(v[0]), int(v[1])) for k, v in spans.items()}
+    return tuple(dict.fromkeys(names)), spans
+
+
+def _check_span(name: str, span: object) -> Span:
+    if isinstance(span, tuple | list) and len(span) == 2:
+        start, stop = span
+        if isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop:
+            return int(start), int(stop)
+        if (
+            isinstance(start, Tensor)
+            and isinstance(stop, Tensor)
+            and start.dim() == 1
+            and start.shape == stop.shape
+            and len(start) > 0
+            and not start.is_floating_point()
+            and not stop.is_floating_point()
+            and bool((start >= 0).all() and (start < stop).all())
+        ):
+            return start.long().cpu(), stop.long().cpu()
+    raise ValueError(
+        f"spans[{name!r}] must be (start, stop) key positions with 0 <= start < stop, or two 1-D "
+        f"integer tensors of per-example starts and stops with 0 <= starts < stops, got {span!r}"
+    )
+
+
+def _per_example(spans: Mapping[str, Span]) -> bool:
+    return any(isinstance(span[0], Tensor) for span in spans.values())
+
+
+def _span_indicator(name: str, span: tuple[Tensor, Tensor], like: Tensor) -> Tensor:
+    """``(B, 1, ..., K)``: 1 on each example's keys of a per-example span, in ``like``'s dtype."""
+    start, stop = (x.to(like.device) for x in span)
+    if len(start) != like.shape[0]:
+        raise ValueError(
+            f"spans[{name!r}] holds {len(start)} per-example ranges for a batch of {like.shape[0]}"
+        )
+    positions = torch.arange(like.shape[-1], device=like.device)
+    inside = (positions >= start[:, None]) & (positions < stop[:, None])  # (B, K)
+    return inside.view(len(start), *([1] * (like.dim() - 2)), -1).to(like.dtype)
 
 
 def _has_key(
@@ -224,7 +266,7 @@ def attention_stats(
     causal: bool = False,
     scale: float | None = None,
     stats: Iterable[str] = ("entropy",),
-    spans: Mapping[str, tuple[int, int]] | None = None,
+    spans: Mapping[str, Span] | None = None,
 ) -> AttentionOutput:
     """Softmax attention and per-query statistics of its weights, without the ``Q × K`` matrix.
 
@@ -237,7 +279,9 @@ def attention_stats(
         causal: causal masking aligned bottom-right (queries are the last ``Q`` positions).
         scale: score scale; ``None`` means ``D ** -0.5``.
         stats: names among ``entropy``, ``max``, ``argmax``, ``sink`` and ``mass:<span>``.
-        spans: ``{name: (start, stop)}`` key ranges; each adds ``mass:<name>``.
+        spans: ``{name: (start, stop)}`` key ranges; each adds ``mass:<name>``. A range per
+            example, ``(starts, stops)`` as ``(B,)`` tensors, is exact on every path; beyond one
+            tile it runs the examples one at a time.
 
     Returns:
         ``AttentionOutput(output (B, H, Q, Dv), stats={name: (B, H, Q)})``; ``argmax`` is
@@ -258,6 +302,8 @@ def attention_stats(
         )
         stats = _read_weights(reference.weights, names, spans)
         return AttentionOutput(reference.output.to(output_dtype), stats=stats)
+    if _per_example(spans):
+        return _by_example(query, key, value, mask, bias, causal, scale, names, spans)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     if mask is not None and mask.dim() < 4:
         mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
@@ -344,6 +390,51 @@ def attention_stats(
     return AttentionOutput(output, stats={name: result[name] for name in names})
 
 
+def _by_example(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
+    names: tuple[str, ...],
+    spans: Mapping[str, Span],
+) -> AttentionOutput:
+    """:func:`attention_stats` one example at a time, each with its own span ranges."""
+    for name, span in spans.items():
+        if isinstance(span[0], Tensor) and len(span[0]) != query.shape[0]:
+            raise ValueError(
+                f"spans[{name!r}] holds {len(span[0])} per-example ranges for a batch of "
+                f"{query.shape[0]}"
+            )
+
+    def pick(x: Tensor | None, b: int) -> Tensor | None:  # a batch axis only on 4-D masks
+        return x if x is None or x.dim() < 4 or x.shape[0] == 1 else x[b : b + 1]
+
+    outputs, stats = [], []
+    for b in range(query.shape[0]):
+        own = {
+            name: (int(span[0][b]), int(span[1][b])) if isinstance(span[0], Tensor) else span
+            for name, span in spans.items()
+        }
+        one = attention_stats(
+            query[b : b + 1],
+            key[b : b + 1],
+            value[b : b + 1],
+            mask=pick(mask, b),
+            bias=pick(bias, b),
+            causal=causal,
+            scale=scale,
+            stats=names,
+            spans=own,
+        )
+        outputs.append(one.output)
+        stats.append(one.stats)
+    joined = {name: torch.cat([s[name] for s in stats]) for name in names}
+    return AttentionOutput(torch.cat(outputs), stats=joined)
+
+
 def _kernel_applies(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> bool:
     inputs = (query, key, value)
     dtypes = (torch.float32,) if query.device.type == "cpu" else _GPU_DTYPES
@@ -386,14 +477,14 @@ def _kernel_stats(
 
 
 def stats_from_weights(
-    weights: Tensor, stats: Iterable[str], spans: Mapping[str, tuple[int, int]] | None = None
+    weights: Tensor, stats: Iterable[str], spans: Mapping[str, Span] | None = None
 ) -> dict[str, Tensor]:
     """The same statistics read off materialized weights ``(B, H, Q, K)`` (the reference)."""
     return _read_weights(weights, *check_stats(stats, spans))
 
 
 def _read_weights(
-    weights: Tensor, names: Iterable[str], spans: Mapping[str, tuple[int, int]]
+    weights: Tensor, names: Iterable[str], spans: Mapping[str, Span]
 ) -> dict[str, Tensor]:
     result = {}
     for name in names:
@@ -406,6 +497,10 @@ def _read_weights(
         elif name == "sink":
             result[name] = weights[..., 0]
         else:
-            lo, hi = spans[name.removeprefix("mass:")]
-            result[name] = weights[..., lo:hi].sum(-1)
+            span_name = name.removeprefix("mass:")
+            lo, hi = spans[span_name]
+            if isinstance(lo, Tensor):
+                result[name] = (weights * _span_indicator(span_name, (lo, hi), weights)).sum(-1)
+            else:
+                result[name] = weights[..., lo:hi].sum(-1)
     return result
