@@ -12,6 +12,12 @@ from attnkit.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 from attnkit.train.checkpoint import TrainState, get_rng_state, set_rng_state
 
 QUIET = {"progress": False, "device": "cpu"}
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -28,15 +34,16 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_checkpoint_round_trip_is_exact(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_checkpoint_round_trip_is_exact(tmp_path, device):
     torch.manual_seed(0)
     model = mlp(dropout=0.2)
-    config = TrainConfig(epochs=2, batch_size=16, weight_decay=0.1, **QUIET)
+    config = TrainConfig(epochs=2, batch_size=16, weight_decay=0.1, progress=False, device=device)
     trainer = Trainer(model, config, loss=mse, model_config=ToyConfig())
     result = trainer.fit(regression(64), regression(32, seed=1))
     optimizer = torch.optim.AdamW(model.parameters())
     optimizer.zero_grad()
-    mse(model, regression(8)[:]).backward()
+    mse(model, [t.to(device) for t in regression(8)[:]]).backward()
     optimizer.step()
     state = TrainState(epoch=2, step=8, history=result.history, best_val_loss=0.5, best_epoch=2)
     best = {k: v + 1 for k, v in model.state_dict().items()}
@@ -51,11 +58,11 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     )
     loaded = load_checkpoint(path)
     for name, tensor in model.state_dict().items():
-        assert torch.equal(loaded.weights[name], tensor)
-        assert torch.equal(loaded.best[name], best[name])
+        assert torch.equal(loaded.weights[name], tensor.cpu())
+        assert torch.equal(loaded.best[name], best[name].cpu())
     for index, values in optimizer.state_dict()["state"].items():
         for key, value in values.items():
-            assert torch.equal(loaded.optimizer["state"][index][key], value)
+            assert torch.equal(loaded.optimizer["state"][index][key], value.cpu())
     assert loaded.state == state
     assert loaded.model_config == {
         "type": "test_checkpoints.ToyConfig",
@@ -78,9 +85,11 @@ def test_rng_states_restore_the_same_draws():
     assert first[2] == again[2]
 
 
-def test_a_resumed_run_ends_with_the_uninterrupted_parameters(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_resumed_run_ends_with_the_uninterrupted_parameters(tmp_path, device):
     # dropout draws from the RNG and AdamW carries moments: both must resume exactly
-    config = {"epochs": 5, "batch_size": 16, "weight_decay": 0.01, "patience": 3, **QUIET}
+    config = {"epochs": 5, "batch_size": 16, "weight_decay": 0.01, "patience": 3}
+    config.update(progress=False, device=device)
     train, val = regression(96), regression(32, seed=1)
 
     torch.manual_seed(0)

@@ -9,23 +9,32 @@ from toy import accuracy, cross_entropy, mlp, mse, regression
 from attnkit.train import Recipe, TrainConfig, Trainer
 
 QUIET = {"progress": False, "device": "cpu"}
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_loss_falls_on_a_toy_regression():
+@pytest.mark.parametrize("device", DEVICES)
+def test_loss_falls_on_a_toy_regression(device):
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
-    config = TrainConfig(epochs=8, batch_size=32, lr=0.05, patience=None, **QUIET)
+    config = TrainConfig(
+        epochs=8, batch_size=32, lr=0.05, patience=None, progress=False, device=device
+    )
     result = Trainer(model, config, loss=mse).fit(regression(256), regression(64, seed=1))
     assert len(result.history) == 8
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] / 5
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 3
     assert result.steps == 8 * 8  # 256 / 32 batches per epoch
     assert torch.allclose(
-        model.weight.detach().squeeze(), torch.tensor([1.0, -2.0, 0.5, 3.0]), atol=0.3
+        model.weight.detach().cpu().squeeze(), torch.tensor([1.0, -2.0, 0.5, 3.0]), atol=0.3
     )
 
 

@@ -172,7 +172,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(
         weights=st.load_file(str(directory / "model.safetensors")),
         best=st.load_file(str(best_path)) if best_path.is_file() else None,
-        optimizer=torch.load(directory / "optimizer.pt", weights_only=True),
+        optimizer=torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True),
         state=state,
         rng=payload["rng"],
         train_config=payload["train_config"],
