@@ -26,6 +26,7 @@ from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.attention.soft import SoftAttention
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from attnkit.data.series import Scaler
@@ -273,6 +274,7 @@ def plot_forecast(
     future: Tensor | None = None,
     scaler: Scaler | None = None,
     title: str = "",
+    axes: Sequence[Axes] | None = None,
 ) -> Figure:
     """One window's history, forecast with its quantile band, and the attention over lags.
 
@@ -280,10 +282,11 @@ def plot_forecast(
         past: ``(L,)`` one scaled window.
         future: ``(Hz,)`` the true continuation, drawn when given.
         scaler: maps values back to the series' units.
+        axes: draw into these (values, then attention) instead of a new figure.
 
     Returns:
-        A matplotlib figure: values on top, attention per past step (mean over horizon steps and
-        heads) as bars on a second axis below.
+        The matplotlib figure: values on top, attention per past step (mean over horizon steps and
+        heads) as bars on a second axis below; no attention axis for ``attention="none"``.
     """
     import matplotlib
 
@@ -300,20 +303,21 @@ def plot_forecast(
         model.train(training)
     unscale = scaler.inverse if scaler is not None else (lambda x: x)
     quantiles = unscale(result.quantiles[0]).numpy()  # (Hz, Q)
-    history = unscale(past).numpy()
     past_t = range(-config.window + 1, 1)
     future_t = range(1, config.horizon + 1)
-    rows = 2 if result.attention is not None else 1
-    fig, axes = plt.subplots(
-        rows,
-        1,
-        figsize=(9, 5 if rows == 2 else 3.5),
-        sharex=True,
-        squeeze=False,
-        gridspec_kw={"height_ratios": [3, 1][:rows]},
-    )
-    ax = axes[0, 0]
-    ax.plot(past_t, history, color="black", lw=1, label="history")
+    if axes is None:
+        rows = 2 if result.attention is not None else 1
+        fig, grid = plt.subplots(
+            rows,
+            1,
+            figsize=(9, 5 if rows == 2 else 3.5),
+            sharex=True,
+            squeeze=False,
+            gridspec_kw={"height_ratios": [3, 1][:rows]},
+        )
+        axes = list(grid[:, 0])
+    ax = axes[0]
+    ax.plot(past_t, unscale(past).numpy(), color="black", lw=1, label="history")
     if future is not None:
         ax.plot(future_t, unscale(future).numpy(), color="black", ls="--", lw=1, label="actual")
     mid = min(range(len(config.quantiles)), key=lambda i: abs(config.quantiles[i] - 0.5))
@@ -328,11 +332,12 @@ def plot_forecast(
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or f"{config.attention} attention forecaster")
-    if result.attention is not None:
+    if result.attention is not None and len(axes) > 1:
         weights = result.attention[0].mean((0, 1)).numpy()  # (L,)
-        axes[1, 0].bar(past_t, weights, color="C1", width=1.0)
-        axes[1, 0].set_ylabel("attention")
-        axes[1, 0].set_xlabel("steps (0 = last observed)")
+        axes[1].bar(past_t, weights, color="C1", width=1.0)
+        axes[1].set_ylabel("attention")
+        axes[1].set_xlabel("steps (0 = last observed)")
+    fig = ax.figure
     fig.tight_layout()
     return fig
 
@@ -458,6 +463,7 @@ def series_recipe(
         past, future = batch
         return pinball_loss(model(past).quantiles, future, config.quantiles)
 
+    @torch.no_grad()
     def metrics(model: nn.Module, batch: Any) -> dict[str, float]:
         past, future = batch
         result = model(past)
