@@ -109,4 +109,10 @@ def wrap(model: nn.Module, loss: Callable[[nn.Module, Any], Tensor]) -> nn.Modul
     from torch.nn.parallel import DistributedDataParallel
 
     device = local_device()
-    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    # find_unused_parameters: a variant may leave some parameters out of a step (e.g. a
+    # baseline branch); DDP would otherwise wait for their gradients forever
+    return DistributedDataParallel(
+        module,
+        device_ids=[device] if device.type == "cuda" else None,
+        find_unused_parameters=True,
+    )

@@ -315,8 +315,9 @@ class Trainer:
         self.model.train()
         total, count = 0.0, 0
         task = None
-        if progress is not None:
-            task = progress.add_task(f"epoch {state.epoch + 1}/{config.epochs}", total=len(loader))
+        if progress is not None:  # one bar, reset each epoch
+            task = progress.task_ids[0] if progress.task_ids else progress.add_task("", total=None)
+            progress.reset(task, total=len(loader), description=_bar(state, config, None))
         for batch in loader:
             batch = _to_device(batch, self.device)
             optimizer.zero_grad(set_to_none=True)
@@ -388,10 +389,12 @@ class Trainer:
         )
 
 
-def _bar(state: TrainState, config: TrainConfig, loss: float) -> str:
+def _bar(state: TrainState, config: TrainConfig, loss: float | None) -> str:
     last = state.history[-1] if state.history else None
-    val = f" val {last['val_loss']:.4f}" if last else ""
-    return f"epoch {state.epoch + 1}/{config.epochs} loss {loss:.4f}{val}"
+    text = f"epoch {state.epoch + 1}/{config.epochs}"
+    if loss is not None:
+        text += f" loss {loss:.4f}"
+    return text + (f" (last val {last['val_loss']:.4f})" if last else "")
 
 
 def _describe(record: dict[str, Any]) -> str:
