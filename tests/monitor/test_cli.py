@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, make_record
+from monitor_testing import free_port, make_record
 from typer.testing import CliRunner
 
 from attnkit.cli import app

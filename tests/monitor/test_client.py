@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TOKEN
+from monitor_testing import TOKEN
 
 from attnkit.llm.detector import LookbackLens, span_features
 from attnkit.llm.generate import GenerationTrace

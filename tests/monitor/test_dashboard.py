@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from conftest import AUTH, TOKEN, make_record
+from monitor_testing import AUTH, TOKEN, make_record
 
 CHROMIUM = "/usr/bin/chromium"
 SCRIPT = "<script>window.__pwned = 1</script>"

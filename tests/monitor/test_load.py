@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import AUTH, make_record
+from monitor_testing import AUTH, make_record
 from sqlalchemy import text
 
 from attnkit.monitor.store import Store

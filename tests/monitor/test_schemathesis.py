@@ -2,8 +2,8 @@
 
 import pytest
 import schemathesis
-from conftest import make_record
 from hypothesis import HealthCheck, given, settings
+from monitor_testing import make_record
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 

@@ -7,7 +7,7 @@ import time
 from urllib.parse import quote
 
 import pytest
-from conftest import AUTH, TOKEN, make_record
+from monitor_testing import AUTH, TOKEN, make_record
 
 from attnkit.monitor.settings import Settings
 
