@@ -90,7 +90,7 @@ def test_bad_input(models, tokenizer):
         generate(sdpa, tokenizer, PROMPT, context="not there")
     with pytest.raises(ValueError, match=r"0 <= start < stop <= \d+"):
         generate(sdpa, tokenizer, PROMPT, context=(5, 500))
-    with pytest.raises(ValueError, match="no supported attention layer"):
+    with pytest.raises(TypeError, match="Hugging Face causal LM"):
         generate(torch.nn.Linear(2, 2), tokenizer, PROMPT, context=(0, 2))
 
 

@@ -1,44 +1,59 @@
 """``generate()``: Hugging Face generation with attention signals for every new token.
 
 One call runs ``model.generate`` inside :func:`attnkit.capture`, which streams per-query
-statistics (no ``N × N`` matrix, sdpa kept) for every layer, and turns them into a
-:class:`GenerationTrace`: per new token, layer and head, the lookback ratio, entropy, sink mass,
-largest weight and retrieval hits.
+statistics of each decoding step's last query (no ``N × N`` matrix, sdpa kept) for every layer,
+and turns them into a :class:`GenerationTrace` per prompt: per new token, layer and head, the
+lookback ratio, entropy, sink mass, largest weight and retrieval hits. Several prompts run as one
+left-padded batch; every statistic is taken relative to each example's own tokens (its context
+span, its first token as the sink), so a batched trace equals the trace of the prompt alone.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from attnkit.capture import capture
+from attnkit.capture import attention_layers, capture
 from attnkit.llm.signals import lookback_ratio, retrieval_hits
 
 __all__ = ["GenerationTrace", "add_trace_hook", "generate"]
 
 log = logging.getLogger(__name__)
 
+Context = str | tuple[int, int]
+_SUPPORTED = (
+    "a Hugging Face causal LM (AutoModelForCausalLM: Llama, Qwen2, GPT-2, ...) with generate() "
+    "and attn_implementation 'sdpa' or 'eager'"
+)
+
 
 @dataclass(frozen=True)
 class GenerationTrace:
-    """Signals of one generation. Per-token tensors are ``(n, L, H)`` for ``n`` new tokens."""
+    """Signals of one generation. Per-token tensors are ``(n, L, H)`` for ``n`` new tokens.
+
+    The new tokens stop at the first end-of-sequence token (kept); in a batch, the padding after
+    an example's end is not part of its trace.
+    """
 
     text: str
-    prompt_ids: Tensor  # (P,)
+    prompt_ids: Tensor  # (P,) the prompt's own tokens, without padding
     new_ids: Tensor  # (n,)
     context: tuple[int, int]  # token positions of the context in the prompt
     layers: list[str]
     lookback_ratio: Tensor
     entropy: Tensor
-    sink: Tensor
+    sink: Tensor  # weight on the prompt's first token
     max_weight: Tensor
     retrieval: Tensor  # boolean: the head copied this token from the context
+    # (n, C): each new token's weight on each context token, mean over layers and heads; exact
+    # weights of the step's query, recorded with generate(..., context_weights=True)
+    context_weights: Tensor | None = None
 
     @property
     def retrieval_score(self) -> Tensor:
@@ -73,91 +88,213 @@ def _run_hooks(trace: GenerationTrace) -> None:
             log.exception("trace hook %r failed", fn)
 
 
-def _context_span(encoded, prompt: str, context: str | tuple[int, int], length: int):
-    if isinstance(context, str):
-        start_char = prompt.find(context)
-        if not context or start_char < 0:
-            raise ValueError("context must be a non-empty substring of the prompt")
-        stop_char = start_char + len(context)
-        offsets = encoded["offset_mapping"][0].tolist()
-        inside = [i for i, (a, b) in enumerate(offsets) if b > start_char and a < stop_char]
-        return inside[0], inside[-1] + 1
-    start, stop = context
-    if not 0 <= start < stop <= length:
+def _check_model(model: nn.Module) -> None:
+    config = getattr(model, "config", None)
+    if not isinstance(model, nn.Module) or not callable(getattr(model, "generate", None)):
+        raise TypeError(f"model must be {_SUPPORTED}, got {type(model).__name__}")
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"model must be {_SUPPORTED}; {type(model).__name__} is encoder-decoder")
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
         raise ValueError(
-            f"context must be (start, stop) token positions with 0 <= start < stop <= {length} "
-            f"(the prompt's length), got {context}"
+            f"model must be {_SUPPORTED}; it uses attn_implementation {implementation!r}, which "
+            "capture() cannot read: load it with attn_implementation='sdpa'"
         )
-    return int(start), int(stop)
+    if not attention_layers(model):
+        raise ValueError(
+            f"model must be {_SUPPORTED}; no attention layer of {type(model).__name__} "
+            "dispatches through transformers' AttentionInterface, so capture() cannot see it"
+        )
+
+
+def _check_prompts(prompts: object) -> list[str]:
+    batch = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(batch, Sequence) or not all(isinstance(p, str) for p in batch):
+        raise TypeError(f"prompts must be a str or a list of str, got {prompts!r:.80}")
+    if not batch:
+        raise ValueError("prompts must not be an empty list")
+    for i, prompt in enumerate(batch):
+        if not prompt:
+            where = "prompt" if isinstance(prompts, str) else f"prompts[{i}]"
+            raise ValueError(f"{where} must not be empty")
+    return list(batch)
+
+
+def _is_context(context: object) -> bool:
+    if isinstance(context, str):
+        return True
+    return (
+        isinstance(context, tuple | list)
+        and len(context) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in context)
+    )
+
+
+def _check_contexts(context: object, count: int, single: bool) -> list[Context]:
+    if _is_context(context):
+        return [context if isinstance(context, str) else tuple(context)] * count
+    if single or not isinstance(context, Sequence) or len(context) != count:
+        expected = "" if single else f", or a list of {count} of them (one per prompt)"
+        raise TypeError(
+            f"context must be a substring of the prompt or (start, stop) token positions"
+            f"{expected}, got {context!r:.80}"
+        )
+    for i, one in enumerate(context):
+        if not _is_context(one):
+            raise TypeError(
+                f"context[{i}] must be a substring of prompts[{i}] or (start, stop) token "
+                f"positions, got {one!r:.80}"
+            )
+    return [c if isinstance(c, str) else tuple(c) for c in context]
+
+
+def _encode(tokenizer, prompt: str, context: Context, where: str) -> tuple[Tensor, tuple[int, int]]:
+    """The prompt's token ids ``(P,)`` and the context's token span in them."""
+    if not isinstance(context, str):
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"][0]
+        start, stop = context
+        if not 0 <= start < stop <= len(ids):
+            raise ValueError(
+                f"{where} must be (start, stop) token positions with 0 <= start < stop <= "
+                f"{len(ids)} (the prompt's length), got {context}"
+            )
+        return ids, (start, stop)
+    start_char = prompt.find(context)
+    if not context or start_char < 0:
+        raise ValueError(
+            f"{where} must be a non-empty substring of the prompt, got {context!r:.80}"
+        )
+    try:  # character offsets map a context given as text to token positions
+        encoded = tokenizer(prompt, return_tensors="pt", return_offsets_mapping=True)
+    except NotImplementedError as error:
+        raise ValueError(
+            f"{where} given as text needs a fast tokenizer (offset mapping): pass token positions"
+        ) from error
+    stop_char = start_char + len(context)
+    offsets = encoded["offset_mapping"][0].tolist()
+    inside = [i for i, (a, b) in enumerate(offsets) if b > start_char and a < stop_char]
+    return encoded["input_ids"][0], (inside[0], inside[-1] + 1)
+
+
+def _end_ids(model: nn.Module, generate_kwargs: dict) -> set[int]:
+    eos = generate_kwargs.get("eos_token_id", model.generation_config.eos_token_id)
+    return set() if eos is None else {int(e) for e in (eos if isinstance(eos, list) else [eos])}
 
 
 def generate(
     model: nn.Module,
     tokenizer,
-    prompt: str,
-    context: str | tuple[int, int],
+    prompts: str | Sequence[str],
+    context: Context | Sequence[Context],
     max_new_tokens: int = 32,
+    context_weights: bool = False,
     **generate_kwargs,
-) -> GenerationTrace:
-    """Generate a continuation of ``prompt`` and trace how it attends to ``context``.
+) -> GenerationTrace | list[GenerationTrace]:
+    """Generate continuations of ``prompts`` and trace how they attend to their context.
 
     Args:
         model: a Hugging Face causal LM (``sdpa`` or ``eager``).
         tokenizer: its tokenizer.
-        prompt: the full prompt text (context, question, ...).
-        context: the context, as a substring of ``prompt`` or ``(start, stop)`` token positions.
-        max_new_tokens: passed to ``model.generate``, as are ``generate_kwargs``.
+        prompts: one prompt (context, question, ...) or a list of them, run as one left-padded
+            batch: each example's signals ignore its padding.
+        context: the context, as a substring of the prompt or ``(start, stop)`` token positions;
+            one for every prompt, or a list with one per prompt.
+        max_new_tokens: passed to ``model.generate``, as are ``generate_kwargs`` (greedy or
+            sampling; one sequence per prompt: no beams, no ``num_return_sequences``).
+        context_weights: also record each new token's weight on each context token (the exact
+            weights of one query row per step and layer), as ``trace.context_weights``.
 
     Returns:
-        A :class:`GenerationTrace` for the new tokens.
+        A :class:`GenerationTrace` for a prompt given as a string, a list of them for a list;
+        every registered trace hook (:func:`add_trace_hook`) is called with each.
     """
-    if not prompt:
-        raise ValueError("prompt must not be empty")
-    # character offsets map a context given as text to token positions
-    text_context = isinstance(context, str)
-    encoded = tokenizer(prompt, return_tensors="pt", return_offsets_mapping=text_context)
-    prompt_ids = encoded["input_ids"]
-    length = prompt_ids.shape[1]
-    span = _context_span(encoded, prompt, context, length)
-    stats = ("entropy", "max", "argmax", "sink")
-    spans = {"context": span, "prompt": (0, length)}
-    with torch.no_grad(), capture(model, stats=stats, spans=spans, last_query=True) as rec:
+    _check_model(model)
+    batch = _check_prompts(prompts)
+    single = isinstance(prompts, str)
+    contexts = _check_contexts(context, len(batch), single)
+    for option in ("num_beams", "num_return_sequences"):
+        if generate_kwargs.get(option, getattr(model.generation_config, option, 1) or 1) != 1:
+            raise ValueError(f"{option} must be 1 (one traced sequence per prompt)")
+    encoded = [
+        _encode(tokenizer, p, c, "context" if single else f"context[{i}]")
+        for i, (p, c) in enumerate(zip(batch, contexts, strict=True))
+    ]
+    pad_id = next(
+        (i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None),
+        model.generation_config.pad_token_id or 0,  # masked out: its value does not matter
+    )
+    width = max(len(ids) for ids, _ in encoded)
+    pads = torch.tensor([width - len(ids) for ids, _ in encoded])  # left padding, (B,)
+    input_ids = torch.stack(
+        [
+            torch.cat([ids.new_full((int(p),), pad_id), ids])
+            for (ids, _), p in zip(encoded, pads, strict=True)
+        ]
+    )
+    attention_mask = (torch.arange(width)[None] >= pads[:, None]).long()  # (B, P)
+    starts = torch.tensor([span[0] for _, span in encoded]) + pads
+    stops = torch.tensor([span[1] for _, span in encoded]) + pads
+    if pads.any():  # each example's own context and first token
+        spans = {"context": (starts, stops), "first": (pads, pads + 1), "prompt": (0, width)}
+    else:
+        spans = {"context": (int(starts[0]), int(stops[0])), "first": (0, 1), "prompt": (0, width)}
+    generate_kwargs.setdefault("pad_token_id", pad_id)
+    stats = ("entropy", "max", "argmax")
+    with (
+        torch.no_grad(),
+        capture(model, stats=stats, spans=spans, last_query=True, weights=context_weights) as rec,
+    ):
         output = model.generate(
-            input_ids=prompt_ids.to(model.device),
-            attention_mask=encoded["attention_mask"].to(model.device),
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
             max_new_tokens=max_new_tokens,
             **generate_kwargs,
         )
-    sequence = output[0].cpu()
-    new_ids = sequence[length:]
-    steps = len(new_ids)
-
+    output = output.cpu()
     recorded = rec.stats  # joins every call's rows once
+    weights = rec.weights if context_weights else {}
+    ends = _end_ids(model, generate_kwargs)
+    traces = []
+    for b, (prompt_ids, span) in enumerate(encoded):
+        new_ids = output[b, width:]
+        stop_at = [i for i, token in enumerate(new_ids.tolist()) if token in ends]
+        steps = stop_at[0] + 1 if stop_at else len(new_ids)
+        new_ids = new_ids[:steps]
 
-    def per_token(name: str) -> Tensor:
-        # one row per call: the prompt's last query makes token 0, each decoding step the next
-        rows = [recorded[name][layer][0, :, :steps] for layer in rec.layers]
-        return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
+        def per_token(name: str, b: int = b, steps: int = steps) -> Tensor:
+            # one row per call: the prompt's last query makes token 0, each step the next
+            rows = [recorded[name][layer][b, :, :steps] for layer in rec.layers]
+            return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
 
-    new_counts = torch.arange(steps)  # generated tokens visible to each step's query
-    ratio = lookback_ratio(
-        per_token("mass:context"),
-        per_token("mass:prompt"),
-        span[1] - span[0],
-        new_counts[:, None, None],
-    )
-    hits = retrieval_hits(per_token("argmax"), sequence, new_ids[:, None, None], span)
-    trace = GenerationTrace(
-        text=tokenizer.decode(new_ids, skip_special_tokens=True),
-        prompt_ids=prompt_ids[0],
-        new_ids=new_ids,
-        context=span,
-        layers=list(rec.layers),
-        lookback_ratio=ratio,
-        entropy=per_token("entropy"),
-        sink=per_token("sink"),
-        max_weight=per_token("max"),
-        retrieval=hits,
-    )
-    _run_hooks(trace)
-    return trace
+        new_counts = torch.arange(steps)  # generated tokens visible to each step's query
+        ratio = lookback_ratio(
+            per_token("mass:context"),
+            per_token("mass:prompt"),
+            span[1] - span[0],
+            new_counts[:, None, None],
+        )
+        padded_span = (int(starts[b]), int(stops[b]))
+        hits = retrieval_hits(per_token("argmax"), output[b], new_ids[:, None, None], padded_span)
+        leaned = None
+        if context_weights:
+            rows = [
+                weights[layer][b, :, :steps, padded_span[0] : padded_span[1]]
+                for layer in rec.layers
+            ]
+            leaned = torch.stack(rows).mean((0, 1)).float().cpu()  # (n, C)
+        trace = GenerationTrace(
+            text=tokenizer.decode(new_ids, skip_special_tokens=True),
+            prompt_ids=prompt_ids,
+            new_ids=new_ids,
+            context=span,
+            layers=list(rec.layers),
+            lookback_ratio=ratio,
+            entropy=per_token("entropy"),
+            sink=per_token("mass:first"),
+            max_weight=per_token("max"),
+            retrieval=hits,
+            context_weights=leaned,
+        )
+        _run_hooks(trace)
+        traces.append(trace)
+    return traces[0] if single else traces
