@@ -7,17 +7,21 @@
    ``Store.insert``; then every request the dashboard makes, one at a time, ``--requests`` times
    each: p50 and p95 latency seen by the client. Goal (issue 8): p95 < 100 ms.
 
-SQLite file (WAL) on local disk. Absolute numbers; there is no reference service to interleave
+SQLite file (WAL) on local disk; with ``--postgres`` the ingest also runs on a PostgreSQL 15
+server started for the run (Debian's binaries, default settings: fsync and synchronous commit
+on). Absolute numbers; there is no reference service to interleave
 with, so each configuration runs once after a warm-up.
 
-    python benchmarks/monitor.py [--writers 8] [--per-writer 10000] [--records 1000000]
+    python benchmarks/monitor.py [--writers 8] [--per-writer 10000] [--records 1000000] [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -39,6 +43,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MODELS = [("llama", "v1"), ("llama", "v2"), ("qwen", "v1"), ("qwen", "v2"), ("gpt", "v1"),
           ("gpt", "v2")]  # fmt: skip
 DAY = 86400.0
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def record(request_id: str, at: float, rng: np.random.Generator, model=("llama", "v1")) -> dict:
@@ -101,9 +106,43 @@ def _writer(args) -> tuple[float, float, list[str]]:
     return started, time.time(), failures
 
 
-def ingest(directory: Path, writers: int, per_writer: int, batch: int) -> dict:
-    db_url = f"sqlite:///{directory / f'ingest-{batch}.db'}"
-    server = Server(db_url, directory / f"ingest-{batch}.log")
+@contextlib.contextmanager
+def postgres(directory: Path):
+    """A PostgreSQL 15 server (Debian's binaries, default durability settings) on loopback;
+    yields a function that creates an empty database and returns its URL."""
+    import psycopg
+
+    root = directory / "postgres"
+    root.mkdir()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        directory.chmod(0o755)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([*as_postgres, str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U",
+                    "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+                   check=True, capture_output=True)  # fmt: skip
+    pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(root / "data")]
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=100"
+    subprocess.run([*pg_ctl, "-o", options, "-w", "-l", str(root / "log"), "start"],
+                   check=True, capture_output=True)  # fmt: skip
+    base = f"postgresql://postgres@127.0.0.1:{port}"
+
+    def database(name: str) -> str:
+        with psycopg.connect(base + "/postgres", autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return f"{base}/{name}"
+
+    try:
+        yield database
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
+
+
+def ingest(db_url: str, log: Path, writers: int, per_writer: int, batch: int) -> dict:
+    server = Server(db_url, log)
     try:
         # warm-up: one request per writer's connection path
         httpx.post(server.url + "/v1/records", headers=AUTH,
@@ -127,7 +166,8 @@ def ingest(directory: Path, writers: int, per_writer: int, batch: int) -> dict:
     store.close()
     expected = writers * per_writer
     return {
-        "batch": batch, "writers": writers, "records": expected, "seconds": seconds,
+        "database": db_url.split(":", 1)[0], "batch": batch, "writers": writers,
+        "records": expected, "seconds": seconds,
         "records_per_s": expected / seconds, "stored": stored[0],
         "lost": expected - stored[1], "duplicated": stored[0] - stored[1],
         "failed_requests": len(failures), "locked_errors": sum("locked" in f for f in failures)
@@ -198,10 +238,22 @@ def main() -> None:
     parser.add_argument("--per-writer", type=int, default=10_000)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--postgres", action="store_true", help="ingest into PostgreSQL too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="attnkit-bench-") as tmp:
         directory = Path(tmp)
-        ingests = [ingest(directory, args.writers, args.per_writer, b) for b in (1, 100)]
+        sizes = (args.writers, args.per_writer)
+        ingests = [
+            ingest(f"sqlite:///{directory / f'ingest-{b}.db'}", directory / f"ingest-{b}.log",
+                   *sizes, b)
+            for b in (1, 100)
+        ]  # fmt: skip
+        if args.postgres:
+            with postgres(directory) as database:
+                ingests += [
+                    ingest(database(f"ingest{b}"), directory / f"pg-{b}.log", *sizes, b)
+                    for b in (1, 100)
+                ]
         now = time.time()
         db_url = f"sqlite:///{directory / 'dashboard.db'}"
         load_s = bulk_load(db_url, args.records, now)
@@ -209,13 +261,13 @@ def main() -> None:
         latency = dashboard_latency(db_url, directory, args.requests, now, args.records)
     table = "\n\n".join([
         f"Ingest over HTTP on loopback: {args.writers} writer processes x {args.per_writer:,} "
-        "records, uvicorn (1 process), SQLite WAL",
+        "records, uvicorn (1 process); SQLite WAL (synchronous=NORMAL), PostgreSQL 15 defaults",
         markdown_table(
-            ["records per request", "records", "seconds", "records/s", "lost", "duplicated",
-             "failed requests", "'database is locked'"],
-            [[r["batch"], f"{r['records']:,}", f"{r['seconds']:.1f}", f"{r['records_per_s']:,.0f}",
-              r["lost"], r["duplicated"], r["failed_requests"], r["locked_errors"]]
-             for r in ingests],
+            ["database", "records per request", "records", "seconds", "records/s", "lost",
+             "duplicated", "failed requests", "'database is locked'"],
+            [[r["database"], r["batch"], f"{r['records']:,}", f"{r['seconds']:.1f}",
+              f"{r['records_per_s']:,.0f}", r["lost"], r["duplicated"], r["failed_requests"],
+              r["locked_errors"]] for r in ingests],
         ),
         f"Dashboard API with {args.records:,} stored records over 30 days (bulk load through "
         f"Store.insert: {load_s:.0f} s, {args.records / load_s:,.0f} records/s; database "
