@@ -101,6 +101,8 @@ def summarize(
         tokenizer: decodes token texts for the per-token trace.
         per_token: attach :func:`token_trace`.
         at: time of the generation, seconds since the epoch (default now).
+
+    A generation without new tokens has no signals: its means are recorded as 0.
     """
     tags = dict(tags or {})
     for key, value in tags.items():
