@@ -281,3 +281,16 @@ def test_a_real_generation_is_logged_with_its_token_trace(tiny_lm, tmp_path):
     for i, token in enumerate(trace.new_ids.tolist()):  # copied tokens point at equal tokens
         for position, share in compact["leaned_on"][i]:
             assert trace.prompt_ids[trace.context[0] + position] == token and share > 0
+
+
+def test_a_generation_without_new_tokens_is_recorded_with_zero_signals():
+    empty = torch.zeros(0, 2, 2)
+    trace = GenerationTrace(
+        text="", prompt_ids=torch.tensor([5, 6, 7]), new_ids=torch.tensor([], dtype=torch.long),
+        context=(0, 2), layers=["l0", "l1"], lookback_ratio=empty, entropy=empty, sink=empty,
+        max_weight=empty, retrieval=empty.bool(),
+    )  # fmt: skip
+    record = summarize(trace, per_token=True)
+    assert (record["lookback_ratio"], record["new_tokens"], record["prompt_tokens"]) == (0.0, 0, 3)
+    assert record["trace"]["tokens"] == [] and record["trace"]["leaned_on"] == []
+    Store.prepare(record)
