@@ -311,6 +311,7 @@ def dates_recipe(
         result = model(batch["source"], batch["length"], batch["target"])
         return sequence_loss(result.logits, batch["target"], config.pad_id, label_smoothing)
 
+    @torch.no_grad()
     def metrics(model: Seq2Seq, batch: dict[str, Tensor]) -> dict[str, float]:
         target = batch["target"]
         forced = model(batch["source"], batch["length"], target).tokens

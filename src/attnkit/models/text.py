@@ -1,0 +1,325 @@
+"""Text classifiers: embeddings, an encoder, then a pooling that says which tokens were read.
+
+The ``attention`` option picks the encoder and the pooling over its states ``h_t``:
+
+- ``"soft"``: BiGRU, then additive attention pooling (Bahdanau et al. 2015; the word attention
+  of Yang et al. 2016): ``a = softmax_t(vᵀ tanh(W u + U h_t + b))`` with a learned query ``u``,
+  pooled ``sum_t a_t h_t`` (:class:`~attnkit.attention.soft.SoftAttention`).
+- ``"hard"``: BiGRU, then :class:`~attnkit.attention.hard.HardAttention` pooling: the ``k``
+  highest-scoring states are read, trained by straight-through Gumbel-softmax (``"gumbel"``,
+  Jang et al. 2017) or top-``k`` (``"topk"``).
+- ``"multihead"``: a transformer encoder (:class:`~attnkit.models.blocks.TransformerBlock`,
+  sinusoidal positions, Vaswani et al. 2017), then the same additive attention pooling.
+- ``"none"``: BiGRU, then the mean of the states over the real tokens: the baseline.
+
+Padding (id 0, on the right) is never read: the BiGRU runs on packed sequences, the transformer
+masks padded keys, and the pooling gives padded positions zero weight. The pooling weights
+``(B, T)`` are returned for interpretability (for ``"none"``, the uniform mean's weights).
+:func:`text_recipe` trains it on the evidence task or on a user's CSV/JSONL file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from attnkit.attention.hard import HardAttention
+from attnkit.attention.positional import sinusoidal_embedding
+from attnkit.attention.soft import SoftAttention
+from attnkit.models.blocks import BlockConfig, TransformerBlock
+
+if TYPE_CHECKING:
+    from attnkit.data.text import TextDataset
+    from attnkit.train import Recipe
+
+__all__ = [
+    "TextClassifier",
+    "TextClassifierConfig",
+    "TextClassifierResult",
+    "text_recipe",
+]
+
+ATTENTIONS = ("soft", "hard", "multihead", "none")
+HARD_ESTIMATORS = ("gumbel", "topk")
+
+
+@dataclass(frozen=True)
+class TextClassifierConfig:
+    vocab_size: int = 1000  # word ids, 0 = padding
+    classes: int = 2  # output labels
+    attention: str = "soft"  # "soft", "hard", "multihead" or "none" (see the module doc)
+    embed_dim: int = 64  # word embedding size; the transformer's width for "multihead"
+    hidden: int = 64  # BiGRU size per direction (states are 2 * hidden)
+    attention_dim: int = 64  # hidden size A of the additive pooling score vᵀ tanh(W u + U h)
+    hard_estimator: str = "gumbel"  # "hard" pooling: "gumbel" or "topk" straight-through
+    hard_k: int = 1  # "hard" pooling: states read per example
+    hard_temperature: float = 1.0  # "hard" pooling: temperature of the backward relaxation
+    num_layers: int = 2  # transformer blocks ("multihead")
+    num_heads: int = 4  # attention heads per block ("multihead")
+    dropout: float = 0.1  # dropout on embeddings and on the pooled vector
+    attention_dropout: float = 0.0  # attention-weight dropout in the transformer blocks
+    head_dropout: float = 0.0  # DropHead in the transformer blocks (Zhou et al. 2020)
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"attention must be one of {list(ATTENTIONS)} for TextClassifier, "
+                f"got {self.attention!r}"
+            )
+        if self.hard_estimator not in HARD_ESTIMATORS:
+            raise ValueError(
+                f"hard_estimator must be one of {list(HARD_ESTIMATORS)}, "
+                f"got {self.hard_estimator!r}"
+            )
+        for name in ("vocab_size", "embed_dim", "hidden", "attention_dim", "hard_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("num_layers", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.classes < 2:
+            raise ValueError(f"classes must be >= 2, got {self.classes}")
+        if self.attention == "multihead" and self.embed_dim % (2 * self.num_heads):
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be num_heads ({self.num_heads}) times an "
+                "even head size for 'multihead'"
+            )
+        for name in ("dropout", "attention_dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TextClassifierResult:
+    """What the classifier computed.
+
+    Attributes:
+        logits: ``(B, C)``.
+        weights: ``(B, T)`` the pooling weights: sum to 1 over the real tokens, 0 on padding
+            (k-hot for ``"hard"``, uniform for ``"none"``).
+        states: ``(B, T, D)`` the encoder states that were pooled (zero on padding for the
+            BiGRU).
+    """
+
+    logits: Tensor
+    weights: Tensor
+    states: Tensor
+
+
+def _check_mask(tokens: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The padding mask ``(B, T)`` (default ``tokens != 0``) and the lengths ``(B,)``."""
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
+    if mask is None:
+        mask = tokens != 0
+    if mask.dtype != torch.bool or mask.shape != tokens.shape:
+        raise ValueError(
+            f"mask must be a boolean (B, T) = {tuple(tokens.shape)} tensor, got {mask.dtype} "
+            f"{tuple(mask.shape)}"
+        )
+    lengths = mask.sum(1)
+    if int(lengths.min()) < 1:
+        raise ValueError("every example needs at least one real token (mask row all False)")
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    if not torch.equal(mask, positions < lengths[:, None]):
+        raise ValueError("mask must mark a prefix of each row: padding goes on the right")
+    return mask, lengths
+
+
+class TransformerEncoder(nn.Module):
+    """Sinusoidal positions, ``num_layers`` transformer blocks, a final LayerNorm."""
+
+    def __init__(self, config: TextClassifierConfig) -> None:
+        super().__init__()
+        block = BlockConfig(
+            config.embed_dim,
+            config.num_heads,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            head_dropout=config.head_dropout,
+        )
+        self.blocks = nn.ModuleList(TransformerBlock(block) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(config.embed_dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``x (B, T, E)``, key-padding ``mask (B, T)`` -> ``(B, T, E)``."""
+        positions = torch.arange(x.shape[1], device=x.device)
+        x = x + sinusoidal_embedding(positions, x.shape[-1]).to(x.dtype)  # (B, T, E)
+        for block in self.blocks:
+            x = block(x, mask=mask).output
+        return self.norm(x)
+
+
+class TextClassifier(nn.Module):
+    """Embeddings, a BiGRU or transformer encoder, attention (or mean) pooling, a linear head.
+
+    Example::
+
+        model = TextClassifier(TextClassifierConfig(vocab_size=500, classes=3))
+        result = model(tokens)            # tokens (B, T), 0 = padding
+        result.logits, result.weights     # (B, 3), (B, T)
+    """
+
+    def __init__(self, config: TextClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        self.dropout = nn.Dropout(config.dropout)
+        if config.attention == "multihead":
+            self.encoder: nn.Module = TransformerEncoder(config)
+            size = config.embed_dim
+        else:
+            self.encoder = nn.GRU(config.embed_dim, config.hidden, batch_first=True,
+                                  bidirectional=True)  # fmt: skip
+            size = 2 * config.hidden
+        self.pool: nn.Module | None = None
+        if config.attention in ("soft", "multihead"):
+            self.pool = SoftAttention(size, size, score="additive", hidden_dim=config.attention_dim)
+        elif config.attention == "hard":
+            self.pool = HardAttention(
+                size, size, score="additive", estimator=config.hard_estimator, k=config.hard_k,
+                temperature=config.hard_temperature, hidden_dim=config.attention_dim,
+            )  # fmt: skip
+        self.query = nn.Parameter(torch.randn(size) * size**-0.5) if self.pool is not None else None
+        self.head = nn.Linear(size, config.classes)
+
+    def encode(self, tokens: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
+        """Encoder states ``(B, T, D)`` of ``tokens (B, T)``."""
+        x = self.dropout(self.embed(tokens))  # (B, T, E)
+        if self.config.attention == "multihead":
+            return self.encoder(x, mask)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = self.encoder(packed)
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
+        return states  # (B, T, 2H)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> TextClassifierResult:
+        """Classify ``tokens (B, T)`` (right-padded with 0); ``mask (B, T)``, ``True`` on real
+        tokens, defaults to ``tokens != 0``."""
+        mask, lengths = _check_mask(tokens, mask)
+        states = self.encode(tokens, mask, lengths)  # (B, T, D)
+        if self.pool is None:
+            weights = mask.to(states.dtype) / lengths[:, None].to(states.dtype)  # (B, T)
+            pooled = (weights.unsqueeze(1) @ states).squeeze(1)  # (B, D)
+        else:
+            query = self.query.expand(tokens.shape[0], -1)  # (B, D)
+            read = self.pool(query, states, mask=mask)
+            pooled, weights = read.output, read.weights  # (B, D), (B, T)
+        return TextClassifierResult(self.head(self.dropout(pooled)), weights, states)
+
+
+def _keep_fraction(dataset: TextDataset, fraction: float, seed: int) -> TextDataset:
+    if fraction == 1.0:
+        return dataset
+    keep = max(1, round(fraction * len(dataset)))
+    generator = torch.Generator().manual_seed(seed)
+    return dataset.subset(torch.randperm(len(dataset), generator=generator)[:keep])
+
+
+def _pop(options: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:
+    return {name: options.pop(name, default) for name, default in names.items()}
+
+
+EVIDENCE_OPTIONS = {
+    "n": 4000, "length": 40, "classes": 4, "evidence_per_example": 1, "words_per_class": 3,
+    "fillers": 200, "task_seed": 0,
+}  # fmt: skip
+"""Options of :func:`text_recipe` that shape the evidence task, with their defaults."""
+FILE_OPTIONS = {
+    "text_column": "text", "label_column": "label", "val_fraction": 0.1, "test_fraction": 0.1,
+    "min_count": 1, "max_length": 256,
+}  # fmt: skip
+"""Options of :func:`text_recipe` for reading a user's file, with their defaults."""
+
+
+def text_recipe(
+    attention: str = "soft",
+    seed: int = 0,
+    fraction: float = 1.0,
+    data: Path | None = None,
+    **options: Any,
+) -> Recipe:
+    """Text classification for :mod:`attnkit.train`.
+
+    Without ``data``: the generated evidence task (:func:`attnkit.data.evidence.make_evidence_task`,
+    80/10/10 split), whose batches carry the evidence mask, so the metrics add
+    ``evidence_weight``, the pooling weight that falls on the evidence words. With ``data``: the
+    user's ``.csv``/``.tsv``/``.jsonl`` file (:func:`attnkit.data.text.load_text_file`).
+
+    Args:
+        attention: ``"soft"``, ``"hard"``, ``"multihead"`` or ``"none"``.
+        seed: seeds the model's initialization and the choice of the training subset.
+        fraction: share of the training split kept, in ``(0, 1]``.
+        data: a user's text file, or ``None`` for the evidence task.
+        options: ``label_smoothing`` (0.0); for the evidence task the keys of
+            :data:`EVIDENCE_OPTIONS`, for a file those of :data:`FILE_OPTIONS`; and any
+            :class:`TextClassifierConfig` field (``embed_dim``, ``hidden``, ``dropout``,
+            ``attention_dropout``, ``head_dropout``, ...).
+    """
+    from attnkit.data.evidence import make_evidence_task
+    from attnkit.data.text import evidence_dataset, load_text_file
+    from attnkit.train import Recipe
+
+    if attention not in ATTENTIONS:
+        raise ValueError(
+            f"attention must be one of {list(ATTENTIONS)} for the text task, got {attention!r}"
+        )
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    options = dict(options)
+    label_smoothing = options.pop("label_smoothing", 0.0)
+    if data is None:
+        task_options = _pop(options, EVIDENCE_OPTIONS)
+        n, task_seed = task_options.pop("n"), task_options.pop("task_seed")
+        full = evidence_dataset(make_evidence_task(n, seed=task_seed, **task_options))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(task_seed))
+        n_val = n_test = max(1, n // 10)
+        val, test = full.subset(order[:n_val]), full.subset(order[n_val : n_val + n_test])
+        train = full.subset(order[n_val + n_test :])
+        name = "text-evidence"
+    else:
+        loaded = load_text_file(data, **_pop(options, FILE_OPTIONS))
+        train, val, test = loaded.train, loaded.val, loaded.test
+        name = f"text-{Path(data).stem}"
+    known = {f.name for f in fields(TextClassifierConfig)} - {"attention", "vocab_size", "classes"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for text_recipe; known: {sorted(known)}")
+    config = TextClassifierConfig(
+        vocab_size=len(train.vocabulary),
+        classes=len(train.classes),
+        attention=attention,
+        **options,
+    )
+    torch.manual_seed(seed)
+    model = TextClassifier(config)
+
+    def loss(model: TextClassifier, batch: dict[str, Tensor]) -> Tensor:
+        logits = model(batch["tokens"], batch["mask"]).logits
+        return F.cross_entropy(logits, batch["label"], label_smoothing=label_smoothing)
+
+    @torch.no_grad()
+    def metrics(model: TextClassifier, batch: dict[str, Tensor]) -> dict[str, float]:
+        result = model(batch["tokens"], batch["mask"])
+        values = {"accuracy": float((result.logits.argmax(-1) == batch["label"]).float().mean())}
+        if "evidence" in batch:
+            mass = (result.weights * batch["evidence"]).sum(-1)  # (B,)
+            values["evidence_weight"] = float(mass.mean())
+        return values
+
+    return Recipe(
+        name=f"{name}-{attention}",
+        model=model,
+        train=_keep_fraction(train, fraction, seed),
+        val=val,
+        test=test,
+        loss=loss,
+        metrics=metrics,
+        config=config,
+    )
