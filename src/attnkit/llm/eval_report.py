@@ -1,0 +1,133 @@
+"""The evaluation report: one self-contained HTML page for a suite result.
+
+No script, font, stylesheet or image is loaded from anywhere: the page opens from disk offline.
+It holds the summary of the checks (PASS / WARN / FAIL for the dataset), a row per example with
+each check's value and status, and per example the attention view: the context tokens shaded by
+how much the answer leaned on them, i.e. the mean over the answer's tokens, layers and heads of
+the exact weight each step's query put on the token (recorded during generation, one query row
+per step), relative to the example's most-leaned-on token. Every text from the dataset or the
+model is escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from attnkit.llm.suite import SuiteResult
+
+__all__ = ["render"]
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d1d1f; max-width: 72rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: .35rem .5rem; text-align: left;
+  vertical-align: top; }
+th { background: #f4f4f6; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.status { font-weight: 600; padding: .05rem .4rem; border-radius: .25rem; color: #fff; }
+.PASS { background: #2e7d32; } .WARN { background: #b26a00; } .FAIL { background: #c62828; }
+.SKIP { background: #8a8a8a; }
+.meta { color: #555; }
+section.example { border: 1px solid #ddd; border-radius: .4rem; padding: .5rem 1rem;
+  margin: 1rem 0; }
+.context { white-space: pre-wrap; line-height: 1.9; }
+.context span { border-radius: .2rem; }
+.answer { white-space: pre-wrap; background: #f4f4f6; padding: .3rem .5rem; }
+.legend span { padding: 0 .5rem; }
+"""
+
+
+def _status(status) -> str:
+    value = getattr(status, "value", status)
+    return f'<span class="status {escape(value)}">{escape(value)}</span>'
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _shade(tokens: list[str], leaned: list[float]) -> str:
+    """Context tokens as spans shaded by weight relative to the largest, with exact titles."""
+    top = max(leaned, default=0.0)
+    spans = []
+    for text, weight in zip(tokens, leaned or [0.0] * len(tokens), strict=True):
+        alpha = weight / top if top > 0 else 0.0
+        spans.append(
+            f'<span style="background: rgba(230, 81, 0, {alpha:.3f})" '
+            f'title="weight {weight:.4g}">{escape(text)}</span>'
+        )
+    return "".join(spans)
+
+
+def render(result: SuiteResult) -> str:
+    """The report as one HTML string."""
+    checks = result.checks
+    settings = ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in result.settings.items())
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(result.name)}: {result.status.value}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{escape(result.name)} {_status(result.status)}</h1>",
+        f'<p class="meta">model {escape(result.model)} · {escape(result.created)} · '
+        f"{len(result.examples)} examples · {settings}</p>",
+        "<h2>Checks</h2>",
+        '<table id="checks"><tr><th>check</th><th>condition</th><th>status</th>'
+        "<th>failing examples</th><th>PASS / WARN / FAIL / SKIP</th></tr>",
+    ]
+    for check in checks:
+        counts = [
+            sum(o.status.value == s for o in check.outcomes)
+            for s in ("PASS", "WARN", "FAIL", "SKIP")
+        ]
+        parts.append(
+            f'<tr class="check"><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>'
+            f"<td>{_status(check.status)}</td><td class=num>{check.failing:.0%}</td>"
+            f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
+        )
+    parts += [
+        "</table>",
+        "<h2>Examples</h2>",
+        '<table id="examples"><tr><th>id</th><th>status</th><th>answer</th>',
+        *(f"<th>{escape(check.name)}</th>" for check in checks),
+        "</tr>",
+    ]
+    for i, example in enumerate(result.examples):
+        cells = "".join(
+            f"<td class=num>{_number(c.outcomes[i].value)} {_status(c.outcomes[i].status)}</td>"
+            for c in checks
+        )
+        parts.append(
+            f'<tr class="example"><td><a href="#example-{i}">{escape(example.id)}</a></td>'
+            f"<td>{_status(result.example_status(i))}</td>"
+            f"<td>{escape(example.answer)}</td>{cells}</tr>"
+        )
+    parts += [
+        "</table>",
+        "<h2>What each answer leaned on</h2>",
+        '<p class="legend">Context tokens shaded by the mean weight the answer put on them '
+        "(over its tokens, all layers and heads; exact weights of each step's query), relative "
+        "to the example's largest; hover a token for its weight.</p>",
+    ]
+    for i, example in enumerate(result.examples):
+        signals = " · ".join(
+            f"{escape(name.replace('_', ' '))} {value:.3g}"
+            for name, value in example.signals.items()
+        )
+        expected = (
+            "" if example.expected is None else f"<p><b>expected</b> {escape(example.expected)}</p>"
+        )
+        parts.append(
+            f'<section class="example" id="example-{i}"><h3>{escape(example.id)} '
+            f"{_status(result.example_status(i))}</h3>"
+            f'<p class="meta">{example.new_tokens} new tokens · {signals}</p>'
+            f'<p><b>context</b></p><div class="context">'
+            f"{_shade(example.context_tokens, example.leaned_on)}</div>"
+            f'<p><b>answer</b></p><div class="answer">{escape(example.answer)}</div>{expected}'
+            f"<details><summary>prompt</summary><pre>{escape(example.prompt)}</pre></details>"
+            "</section>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
