@@ -5,7 +5,9 @@ step forms a query (the last encoded state plus a learned horizon-step embedding
 the encoded lags, as in the temporal attention of the Temporal Fusion Transformer (Lim et al.
 2021) and of attention RNN forecasters (Qin et al. 2017). A small head maps
 ``[last state, horizon embedding, attention context]`` to the quantiles, trained with the pinball
-loss (Koenker & Bassett 1978). ``attention="none"`` is the same model without the context.
+loss (Koenker & Bassett 1978). ``attention="none"`` is the same model without the context (and,
+with the transformer encoder, with the blocks' attention replaced by the causal mean,
+:class:`~attnkit.models.blocks.MeanMixing`), so it has no attention anywhere.
 
 Baselines on the same windows: seasonal naive, and a linear autoregressive model fitted by least
 squares; their quantiles come from the empirical quantiles of their training residuals.
@@ -87,7 +89,8 @@ class ForecasterConfig:
     )
     score: str = "general"  # score of "soft"/"hard": "general" (Luong), "additive" (Bahdanau), ...
     heads: int = 4  # heads of "multihead" attention and of transformer blocks
-    encoder: str = "gru"  # "gru" or "transformer" (attnkit.models.blocks.TransformerBlock)
+    encoder: str = "gru"  # "gru" or "transformer" (causal attnkit.models.blocks.TransformerBlock;
+    # with attention="none" its mixer is MeanMixing, so the whole model has no attention)
     layers: int = 1  # encoder layers
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)  # predicted quantile levels, increasing
     dropout: float = 0.0  # dropout on the encoder output and in the head
@@ -136,11 +139,6 @@ class AttentionForecaster(nn.Module):
 
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
-        if config.attention == "none" and config.encoder == "transformer":
-            raise ValueError(
-                "attention='none' with encoder='transformer' would still attend inside the "
-                "encoder; use encoder='gru' for the model without attention"
-            )
         self.config = config
         d = config.hidden
         self.embed = nn.Linear(1, d)
@@ -155,14 +153,7 @@ class AttentionForecaster(nn.Module):
                 dropout=config.dropout if config.layers > 1 else 0.0,
             )
         else:
-            from attnkit.models.blocks import TransformerBlock
-
-            self.encoder = nn.Sequential(
-                *(
-                    TransformerBlock(d, config.heads, dropout=config.attention_dropout)
-                    for _ in range(config.layers)
-                )
-            )
+            self.encoder = self._transformer(config)
         self.drop = nn.Dropout(config.dropout)
         self.attention = self._lag_attention(config)
         if self.attention is not None:
@@ -173,6 +164,27 @@ class AttentionForecaster(nn.Module):
             nn.GELU(),
             nn.Dropout(config.dropout),
             nn.Linear(d, len(config.quantiles)),
+        )
+
+    @staticmethod
+    def _transformer(config: ForecasterConfig) -> nn.ModuleList:
+        """Causal pre-norm blocks; with ``attention="none"`` their mixer is the causal mean."""
+        from attnkit.models.blocks import BlockConfig, MeanMixing, TransformerBlock
+
+        block = BlockConfig(
+            config.hidden,
+            config.heads,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            head_dropout=config.head_dropout,
+            causal=True,
+        )
+        return nn.ModuleList(
+            TransformerBlock(
+                block,
+                MeanMixing(config.hidden, causal=True) if config.attention == "none" else None,
+            )
+            for _ in range(config.layers)
         )
 
     @staticmethod
@@ -201,7 +213,9 @@ class AttentionForecaster(nn.Module):
         if self.config.encoder == "gru":
             states, _ = self.encoder(inputs)
         else:
-            states = self.encoder(inputs)
+            states = inputs
+            for block in self.encoder:
+                states = block(states).output  # (B, L, D)
         return self.drop(states + inputs), level  # (B, L, D)
 
     def forward(self, past: Tensor) -> Forecast:
