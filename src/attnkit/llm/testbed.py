@@ -1,0 +1,379 @@
+"""An honest offline testbed for contextual hallucination: key–value retrieval.
+
+The context lists facts ``k37=fbca;k05=pmdoa;...``; the prompt ends with a question ``|k05=``.
+When the key is in the context the model must copy its value; when it is absent, whatever value
+the model gives is invented (Chuang et al. 2024, "Lookback Lens", study hallucinations of this
+kind: answers not supported by the given context). A small :class:`~attnkit.models.lm.CausalLM`
+is trained here on present keys only, so absent keys provoke an answer all the same, and every
+generated answer has a true label:
+
+- ``grounded``: the key is present and the answer is its value, copied from the context;
+- ``wrong``: the key is present but the answer differs from its value;
+- ``invented``: the key is absent, so no answer is supported by the context.
+
+Keys are whole-word tokens (``k00`` ... ``k99``), values are character tokens; the tokenizer is a
+``tokenizers`` word-level model wrapped as a ``transformers.PreTrainedTokenizerFast`` (offsets
+included, so ``attnkit.llm.generate(context=<substring>)`` works), saved and loaded offline.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attnkit.llm.detector import span_features, window_features
+from attnkit.llm.generate import GenerationTrace, generate
+from attnkit.models.lm import CausalLM, CausalLMConfig
+
+__all__ = [
+    "Example",
+    "LabelledTrace",
+    "TaskConfig",
+    "TrainConfig",
+    "answer_log_prob",
+    "build_tokenizer",
+    "detector_inputs",
+    "label_answer",
+    "load_testbed",
+    "make_examples",
+    "run_examples",
+    "save_testbed",
+    "train_model",
+]
+
+SPECIAL = ("<pad>", "<unk>")
+PUNCTUATION = ("=", ";", "|")  # fact, fact end (the answer's end), question mark
+VERDICTS = ("grounded", "wrong", "invented")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Shape of the key–value retrieval task."""
+
+    num_keys: int = 64  # key vocabulary k00 .. k{num_keys-1} (at most 100)
+    min_facts: int = 3  # facts per context, drawn uniformly in [min_facts, max_facts]
+    max_facts: int = 6
+    alphabet: str = string.ascii_letters  # characters of the values, one token each
+    min_value_len: int = 3  # characters per value, drawn uniformly in [min, max]
+    max_value_len: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_keys <= 100:
+            raise ValueError(f"num_keys must be in [1, 100], got {self.num_keys}")
+        if not 1 <= self.min_facts <= self.max_facts < self.num_keys:
+            raise ValueError(
+                "facts must satisfy 1 <= min_facts <= max_facts < num_keys, got "
+                f"{self.min_facts}, {self.max_facts}, {self.num_keys}"
+            )
+        if not 1 <= self.min_value_len <= self.max_value_len:
+            raise ValueError(
+                "value lengths must satisfy 1 <= min_value_len <= max_value_len, got "
+                f"{self.min_value_len}, {self.max_value_len}"
+            )
+        letters = self.alphabet.isascii() and self.alphabet.isalpha()
+        if not letters or len(set(self.alphabet)) != len(self.alphabet):
+            raise ValueError(f"alphabet must be distinct ASCII letters, got {self.alphabet!r}")
+        if self.max_facts * self.max_value_len > len(self.alphabet):
+            raise ValueError(
+                "a context draws its characters without repetition: max_facts * max_value_len "
+                f"({self.max_facts * self.max_value_len}) must be <= len(alphabet) "
+                f"({len(self.alphabet)})"
+            )
+
+    @property
+    def keys(self) -> list[str]:
+        return [f"k{i:02d}" for i in range(self.num_keys)]
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Every token, in id order."""
+        return [*SPECIAL, *PUNCTUATION, *self.alphabet, *self.keys]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One retrieval question."""
+
+    context: str  # the facts, "k37=fbca;k05=pmdoa;"
+    key: str  # the key asked for
+    value: str | None  # its value in the context; None when the key is absent
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.context}|{self.key}="
+
+    @property
+    def present(self) -> bool:
+        return self.value is not None
+
+
+def _context(rng: random.Random, task: TaskConfig) -> dict[str, str]:
+    """Random facts; no character repeats within one context."""
+    count = rng.randint(task.min_facts, task.max_facts)
+    keys = rng.sample(task.keys, count)
+    lengths = [rng.randint(task.min_value_len, task.max_value_len) for _ in keys]
+    chars = iter(rng.sample(task.alphabet, sum(lengths)))
+    return {key: "".join(next(chars) for _ in range(n)) for key, n in zip(keys, lengths)}
+
+
+def _text(facts: dict[str, str]) -> str:
+    return "".join(f"{key}={value};" for key, value in facts.items())
+
+
+def make_examples(
+    count: int, task: TaskConfig = TaskConfig(), seed: int = 0, absent_share: float = 0.5
+) -> list[Example]:
+    """``count`` questions, a share ``absent_share`` of them (rounded) about absent keys.
+
+    Deterministic in ``seed``; the order of present and absent questions is shuffled.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if not 0.0 <= absent_share <= 1.0:
+        raise ValueError(f"absent_share must be in [0, 1], got {absent_share}")
+    rng = random.Random(seed)
+    absent = round(count * absent_share)
+    flags = [True] * absent + [False] * (count - absent)
+    rng.shuffle(flags)
+    examples = []
+    for is_absent in flags:
+        facts = _context(rng, task)
+        if is_absent:
+            key = rng.choice([k for k in task.keys if k not in facts])
+            examples.append(Example(_text(facts), key, None))
+        else:
+            key = rng.choice(list(facts))
+            examples.append(Example(_text(facts), key, facts[key]))
+    return examples
+
+
+def label_answer(example: Example, text: str) -> str:
+    """Verdict on a generated continuation of ``example.prompt``: one of :data:`VERDICTS`.
+
+    The answer is the text before the first ``;`` (all of it when there is none).
+    """
+    answer = text.split(";", 1)[0]
+    if not example.present:
+        return "invented"
+    return "grounded" if answer == example.value else "wrong"
+
+
+# ---------------------------------------------------------------------------------- tokenizer
+
+
+def build_tokenizer(task: TaskConfig = TaskConfig()):
+    """A ``PreTrainedTokenizerFast``: keys are words, everything else single characters.
+
+    Spaces are ignored; decoding joins the tokens without separators, so ``decode(encode(s))``
+    gives ``s`` back for any text of the task.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(task.vocabulary)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"k\d\d|."), "isolated")]
+    )
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>")
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model size and optimisation for :func:`train_model`."""
+
+    dim: int = 64  # model width
+    num_layers: int = 3  # decoder blocks
+    num_heads: int = 4  # attention heads (no grouping: num_kv_heads = num_heads)
+    hidden_dim: int = 128  # SwiGLU inner width
+    steps: int = 1500  # optimizer steps
+    batch_size: int = 32  # contexts per step
+    questions: int = 4  # present-key questions answered after each training context
+    lr: float = 3e-3  # AdamW peak learning rate (linear warm-up, cosine decay)
+    warmup: int = 100  # warm-up steps
+    weight_decay: float = 0.01
+
+    def model_config(self, task: TaskConfig) -> CausalLMConfig:
+        longest = task.max_facts * (task.max_value_len + 3) + self.questions * (
+            task.max_value_len + 3
+        )
+        return CausalLMConfig(
+            vocab_size=len(task.vocabulary), dim=self.dim, num_layers=self.num_layers,
+            num_heads=self.num_heads, num_kv_heads=self.num_heads, hidden_dim=self.hidden_dim,
+            max_seq_len=max(128, 2 ** math.ceil(math.log2(longest + 2))),
+        )  # fmt: skip
+
+
+def _training_batch(
+    rng: random.Random, task: TaskConfig, config: TrainConfig, vocab: dict[str, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids ``(B, T)`` and a loss mask over targets ``(B, T - 1)``: the answers' tokens."""
+    rows, masks = [], []
+    for _ in range(config.batch_size):
+        facts = _context(rng, task)
+        ids = [vocab[t] for key, value in facts.items() for t in (key, "=", *value, ";")]
+        ids.append(vocab["|"])
+        mask = [False] * len(ids)
+        for key in rng.sample(list(facts), min(config.questions, len(facts))):
+            answer = [vocab[t] for t in (*facts[key], ";")]
+            ids += [vocab[key], vocab["="], *answer]
+            mask += [False, False] + [True] * len(answer)
+        rows.append(ids)
+        masks.append(mask)
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), vocab["<pad>"], dtype=torch.long)
+    target_mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        target_mask[i, : len(mask)] = torch.tensor(mask)
+    return ids, target_mask[:, 1:]
+
+
+def train_model(
+    task: TaskConfig = TaskConfig(), config: TrainConfig = TrainConfig(), seed: int = 0
+) -> tuple[CausalLM, list[float]]:
+    """Train a :class:`CausalLM` to answer present-key questions by copying.
+
+    Each training sequence is a context followed by ``config.questions`` questions about keys
+    in it, each with its answer; the loss is the cross-entropy on the answers' tokens (value
+    characters and the closing ``;``) only. Deterministic in ``seed`` on one thread.
+
+    Returns:
+        The model (in eval mode) and the loss of every step.
+    """
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    vocab = {token: i for i, token in enumerate(task.vocabulary)}
+    model = CausalLM(config.model_config(task))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
+    )
+
+    def schedule(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    losses = []
+    model.train()
+    for _ in range(config.steps):
+        ids, mask = _training_batch(rng, task, config, vocab)
+        logits = model(ids[:, :-1])  # (B, T-1, V)
+        loss = F.cross_entropy(logits[mask], ids[:, 1:][mask])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return model.eval(), losses
+
+
+def save_testbed(model: CausalLM, task: TaskConfig, directory: str | Path) -> Path:
+    """Save the model (Hugging Face Llama format), its tokenizer and the task to ``directory``."""
+    import json
+
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    build_tokenizer(task).save_pretrained(directory)
+    (directory / "task.json").write_text(json.dumps(asdict(task), indent=2))
+    return directory
+
+
+def load_testbed(directory: str | Path, attn_implementation: str = "sdpa"):
+    """``(LlamaForCausalLM, tokenizer, TaskConfig)`` saved by :func:`save_testbed`, offline.
+
+    Generation stops at ``;`` (the end of an answer) and pads with ``<pad>``.
+    """
+    import json
+
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    task = TaskConfig(**json.loads((directory / "task.json").read_text()))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
+    model = LlamaForCausalLM.from_pretrained(directory, attn_implementation=attn_implementation)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(";")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer, task
+
+
+# ---------------------------------------------------------------------------------- labelling
+
+
+@dataclass(frozen=True)
+class LabelledTrace:
+    """A generated answer with its attention trace and its true label."""
+
+    example: Example
+    trace: GenerationTrace
+    verdict: str  # one of VERDICTS
+    log_prob: float  # mean log-probability of the generated tokens under the model
+
+    @property
+    def hallucinated(self) -> int:
+        """1 when the answer is not grounded in the context (wrong or invented), else 0."""
+        return int(self.verdict != "grounded")
+
+
+def answer_log_prob(model, trace: GenerationTrace) -> float:
+    """Mean log-probability the model gives its own generated tokens (one teacher-forced pass)."""
+    if len(trace.new_ids) == 0:
+        raise ValueError("the trace has no generated tokens")
+    sequence = torch.cat([trace.prompt_ids, trace.new_ids])[None].to(model.device)
+    with torch.no_grad():
+        logits = model(input_ids=sequence).logits[0, len(trace.prompt_ids) - 1 : -1].float()
+    picked = logits.log_softmax(-1).gather(-1, trace.new_ids[:, None].to(logits.device))
+    return float(picked.mean())
+
+
+def run_examples(
+    model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 12, **generate_kwargs
+) -> list[LabelledTrace]:
+    """Answer each example with :func:`attnkit.llm.generate` and label the answer.
+
+    ``generate_kwargs`` go to ``model.generate`` (greedy by default).
+    """
+    generate_kwargs.setdefault("do_sample", False)
+    labelled = []
+    for example in examples:
+        trace = generate(
+            model, tokenizer, example.prompt, context=example.context,
+            max_new_tokens=max_new_tokens, **generate_kwargs,
+        )  # fmt: skip
+        verdict = label_answer(example, tokenizer.decode(trace.new_ids))
+        labelled.append(LabelledTrace(example, trace, verdict, answer_log_prob(model, trace)))
+    return labelled
+
+
+def detector_inputs(
+    labelled: Sequence[LabelledTrace], window: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels and groups for :class:`~attnkit.llm.detector.LookbackLens`.
+
+    With ``window=None`` one row per answer (span means, ``(N, L·H)``); otherwise one row per
+    sliding window of ``window`` tokens, labelled as its answer, with ``groups`` the answer's
+    index so that folds keep an answer's windows together.
+    """
+    rows, labels, groups = [], [], []
+    for i, item in enumerate(labelled):
+        ratio = item.trace.lookback_ratio
+        features = span_features(ratio)[None] if window is None else window_features(ratio, window)
+        rows.append(features)
+        labels += [item.hallucinated] * len(features)
+        groups += [i] * len(features)
+    return np.concatenate(rows), np.array(labels), np.array(groups)
