@@ -142,6 +142,33 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port)
 
 
+@app.command("eval")
+def eval_prompts(
+    prompts: Annotated[Path, typer.Argument(help="JSONL: id, prompt, context[, expected].")],
+    model: Annotated[Path, typer.Option(help="A Hugging Face causal LM directory + tokenizer.")],
+    detector: Annotated[
+        Path | None, typer.Option(help="A fitted LookbackLens (JSON from save()).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to write eval.json and eval.html.")] = Path(
+        "attnkit-eval"
+    ),
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+) -> None:
+    """Evaluate a causal LM through its attention: JSON result and HTML report in OUT.
+
+    Exit code 1 when any check FAILs the dataset, 0 otherwise.
+    """
+    from attnkit.llm.suite import eval_command
+
+    try:
+        result = eval_command(prompts, model, detector, out, max_new_tokens, batch_size)
+    except (ValueError, OSError) as error:
+        raise typer.BadParameter(str(error)) from error
+    if result.failed:
+        raise typer.Exit(1)
+
+
 monitor_app = typer.Typer(help="LLM monitoring without the server.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
 
