@@ -324,3 +324,50 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
     if detector is not None:
         checks.append(DetectorScore(detector))
     return Suite(checks, batch_size=batch_size)
+
+
+def eval_command(
+    prompts: Path,
+    model_dir: Path,
+    detector: Path | None = None,
+    out: Path = Path("attnkit-eval"),
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+) -> SuiteResult:
+    """``attnkit eval``: the default suite over a JSONL file with a model directory (sdpa);
+    writes ``eval.json`` and ``eval.html`` in ``out``, with a progress bar and a summary."""
+    import transformers
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from attnkit.llm.detector import LookbackLens
+
+    examples = load_prompts(prompts)
+    lens = None if detector is None else LookbackLens.load(detector)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, attn_implementation="sdpa"
+    ).eval()
+    suite = default_suite(lens, batch_size=batch_size)
+    console = Console()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("generating", total=len(examples))
+        result = suite.run(
+            examples,
+            model,
+            tokenizer,
+            max_new_tokens=max_new_tokens,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_json(out / "eval.json")
+    result.to_html(out / "eval.html")
+    table = Table(title=f"{result.name}: {result.status.value} ({len(examples)} examples)")
+    for column in ("check", "status", "failing examples"):
+        table.add_column(column)
+    for check in result.checks:
+        table.add_row(check.name, check.status.value, f"{check.failing:.0%}")
+    console.print(table)
+    console.print(f"wrote {out / 'eval.json'} and {out / 'eval.html'}")
+    return result
