@@ -131,7 +131,7 @@ class _threads:
 
 
 def test_training_lowers_the_loss_and_is_deterministic(trained):
-    model, losses, _ = trained
+    _, losses, _ = trained
     assert len(losses) == 60
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5
     config = TrainConfig(dim=32, num_layers=2, num_heads=2, hidden_dim=64, steps=3,

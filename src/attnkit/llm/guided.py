@@ -116,7 +116,7 @@ def guided_generate(
                     do_sample=True,
                     temperature=temperature,
                     **generate_kwargs,
-                )  # fmt: skip
+                )
                 for _ in range(num_candidates)
             ]
             features = np.stack([span_features(t.lookback_ratio) for t in traces])

@@ -121,7 +121,9 @@ def _context(rng: random.Random, task: TaskConfig) -> dict[str, str]:
     keys = rng.sample(task.keys, count)
     lengths = [rng.randint(task.min_value_len, task.max_value_len) for _ in keys]
     chars = iter(rng.sample(task.alphabet, sum(lengths)))
-    return {key: "".join(next(chars) for _ in range(n)) for key, n in zip(keys, lengths)}
+    return {
+        key: "".join(next(chars) for _ in range(n)) for key, n in zip(keys, lengths, strict=True)
+    }
 
 
 def _text(facts: dict[str, str]) -> str:
