@@ -59,11 +59,11 @@ class TaskConfig:
     """Shape of the key–value retrieval task."""
 
     num_keys: int = 64  # key vocabulary k00 .. k{num_keys-1} (at most 100)
-    min_facts: int = 3  # facts per context, drawn uniformly in [min_facts, max_facts]
-    max_facts: int = 6
-    alphabet: str = string.ascii_letters  # characters of the values, one token each
+    min_facts: int = 2  # facts per context, drawn uniformly in [min_facts, max_facts]
+    max_facts: int = 4
+    alphabet: str = string.ascii_lowercase  # characters of the values, one token each
     min_value_len: int = 3  # characters per value, drawn uniformly in [min, max]
-    max_value_len: int = 8
+    max_value_len: int = 6
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_keys <= 100:
@@ -197,13 +197,13 @@ class TrainConfig:
     """Model size and optimisation for :func:`train_model`."""
 
     dim: int = 64  # model width
-    num_layers: int = 3  # decoder blocks
+    num_layers: int = 2  # decoder blocks
     num_heads: int = 4  # attention heads (no grouping: num_kv_heads = num_heads)
     hidden_dim: int = 128  # SwiGLU inner width
-    steps: int = 1500  # optimizer steps
-    batch_size: int = 32  # contexts per step
+    steps: int = 700  # optimizer steps
+    batch_size: int = 64  # contexts per step
     questions: int = 4  # present-key questions answered after each training context
-    lr: float = 3e-3  # AdamW peak learning rate (linear warm-up, cosine decay)
+    lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay)
     warmup: int = 100  # warm-up steps
     weight_decay: float = 0.01
 
