@@ -202,3 +202,19 @@ def test_answer_log_prob_needs_tokens(trained):
     empty = dataclasses.replace(trace, new_ids=trace.new_ids[:0])
     with pytest.raises(ValueError, match="no generated tokens"):
         answer_log_prob(hf, empty)
+
+
+def test_grouped_folds_keep_an_answers_windows_together():
+    from attnkit.llm.detector import LookbackLens
+
+    # 40 answers with 5 windows each; windows of an answer share an identity feature and a
+    # random label, so a split that scatters an answer's windows rewards memorising it
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 5)
+    labels = np.repeat(rng.permutation([0, 1] * 20), 5)
+    features = np.eye(40)[groups] + rng.normal(0, 0.01, (200, 40))
+    lens = LookbackLens(c=100.0)
+    assert lens.cross_validated_auroc(features, labels) > 0.95
+    assert lens.cross_validated_auroc(features, labels, groups=groups) < 0.75
+    with pytest.raises(ValueError, match="groups must hold one id per row"):
+        lens.cross_validated_auroc(features, labels, groups=groups[:-1])

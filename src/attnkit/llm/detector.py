@@ -83,15 +83,34 @@ class LookbackLens:
         return float(roc_auc_score(hallucinated, self.predict_proba(features)))
 
     def cross_validated_auroc(
-        self, features: np.ndarray, hallucinated: Sequence[int], folds: int = 2, seed: int = 0
+        self,
+        features: np.ndarray,
+        hallucinated: Sequence[int],
+        folds: int = 2,
+        seed: int = 0,
+        groups: Sequence[int] | None = None,
     ) -> float:
-        """Mean AUROC over stratified ``folds`` (two-fold, as in the paper)."""
-        from sklearn.model_selection import StratifiedKFold
+        """Mean AUROC over stratified ``folds`` (two-fold, as in the paper).
+
+        ``groups`` (one id per row, e.g. the answer a sliding window comes from) keeps the rows
+        of a group in one fold (``StratifiedGroupKFold``).
+        """
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
         features, labels = np.asarray(features), np.asarray(hallucinated)
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        if groups is None:
+            splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+                features, labels
+            )
+        else:
+            if len(groups) != len(labels):
+                raise ValueError(
+                    f"groups must hold one id per row ({len(labels)}), got {len(groups)}"
+                )
+            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+            splits = splitter.split(features, labels, np.asarray(groups))
         scores = []
-        for train, test in splitter.split(features, labels):
+        for train, test in splits:
             detector = LookbackLens(self.mean_baseline, self.c).fit(features[train], labels[train])
             scores.append(detector.auroc(features[test], labels[test]))
         return float(np.mean(scores))
