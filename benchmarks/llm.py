@@ -1,10 +1,13 @@
 """The cost of attention signals during generation: attnkit.llm.generate vs plain generate().
 
 A small Llama-style model (4 layers, hidden 256, 8 heads, 4 KV heads) built from a config,
-greedy decoding of 64 new tokens after prompts of 128 and 512 tokens, batch 1, sdpa. The ratio is
-the median of per-round ``signals time / plain time`` (interleaved). Goal (issue 7): <= 1.3x.
+greedy decoding of 64 new tokens after prompts of 128 and 512 tokens, batch 1, sdpa; and a batch
+of 4 prompts of different lengths (left-padded, per-example spans) against plain generate() on the
+same padded batch. The ratio is the median of per-round ``signals time / plain time``
+(interleaved). Goal (issue 7): <= 1.3x.
 
-    python benchmarks/llm.py [--prompts 128 512] [--new 64] [--repeats 5]
+    python benchmarks/llm.py [--prompts 128 512] [--batch 128 112 96 80] [--new 64] [--repeats 5]
+                             [--device cuda]   # writes results/llm_gpu.{md,json}
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from harness import interleaved, machine, markdown_table, write_results
 
 class WordTokenizer:
     """A stand-in tokenizer over the model's ids: text is space-separated integers."""
+
+    pad_token_id = 0
+    eos_token_id = None
 
     def __call__(self, text, return_tensors=None, return_offsets_mapping=False):
         ids = [int(word) for word in text.split()]
@@ -57,30 +63,46 @@ def build():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--batch", type=int, nargs="+", default=[128, 112, 96, 80])
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
 
-    model, tokenizer = build(), WordTokenizer()
+    model, tokenizer = build().to(device), WordTokenizer()
+    kwargs = {"max_new_tokens": args.new, "min_new_tokens": args.new, "do_sample": False}
+    cases = [[length] for length in args.prompts] + [args.batch]
     rows, records = [], []
     with Progress(transient=True) as progress:
-        task = progress.add_task("measuring", total=len(args.prompts))
-        for length in args.prompts:
-            ids = torch.randint(1, 1000, (1, length), generator=torch.Generator().manual_seed(0))
-            text = " ".join(str(int(i)) for i in ids[0])
-            kwargs = {"max_new_tokens": args.new, "min_new_tokens": args.new, "do_sample": False}
+        task = progress.add_task("measuring", total=len(cases))
+        for lengths in cases:
+            generator = torch.Generator().manual_seed(0)
+            prompts = [torch.randint(1, 1000, (n,), generator=generator) for n in lengths]
+            width = max(lengths)
+            ids = torch.stack([torch.cat([p.new_zeros(width - len(p)), p]) for p in prompts])
+            mask = (ids != 0).long().to(device)  # left padding, as generate() pads
+            on_device = ids.to(device)
+            texts = [" ".join(str(int(i)) for i in p) for p in prompts]
+            contexts = [(0, n // 2) for n in lengths]
 
-            def plain(ids=ids, kwargs=kwargs):
+            def plain(ids=on_device, mask=mask):
                 with torch.no_grad():
-                    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+                    model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
 
-            def traced(text=text, length=length, kwargs=kwargs):
-                generate(model, tokenizer, text, context=(0, length // 2), **kwargs)
+            def traced(texts=texts, contexts=contexts):
+                if len(texts) == 1:
+                    generate(model, tokenizer, texts[0], context=contexts[0], **kwargs)
+                else:
+                    generate(model, tokenizer, texts, context=contexts, **kwargs)
 
             plain_times, traced_times = interleaved([plain, traced], args.repeats, warmup=1)
             ratio = sorted(t / p for t, p in zip(traced_times, plain_times, strict=True))
             record = {
-                "prompt": length,
+                "prompt": lengths,
+                "batch": len(lengths),
                 "new_tokens": args.new,
                 "plain_ms": 1e3 * sorted(plain_times)[len(plain_times) // 2],
                 "signals_ms": 1e3 * sorted(traced_times)[len(traced_times) // 2],
@@ -89,7 +111,8 @@ def main() -> None:
             records.append(record)
             rows.append(
                 [
-                    length,
+                    " / ".join(map(str, lengths)),
+                    len(lengths),
                     args.new,
                     f"{record['plain_ms']:.0f}",
                     f"{record['signals_ms']:.0f}",
@@ -98,15 +121,18 @@ def main() -> None:
             )
             progress.advance(task)
     info = machine()
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
     title = (
         "Greedy generation with attention signals (lookback ratio, entropy, sink, max, argmax "
-        f"for all layers and heads); {info['cpu']}, {info['threads']} threads, "
+        f"for all layers and heads); {info.get('gpu', info['cpu'])}, {info['threads']} threads, "
         f"torch {info['torch']}; {info['date']}"
     )
-    headers = ["prompt tokens", "new tokens", "plain ms", "with signals ms", "ratio"]
+    headers = ["prompt tokens", "batch", "new tokens", "plain ms", "with signals ms", "ratio"]
     table = title + "\n\n" + markdown_table(headers, rows)
     print(table)
-    print(f"\nwrote {write_results('llm', {'machine': info, 'rows': records}, table)}")
+    name = "llm" if device.type == "cpu" else "llm_gpu"
+    print(f"\nwrote {write_results(name, {'machine': info, 'rows': records}, table)}")
 
 
 if __name__ == "__main__":
