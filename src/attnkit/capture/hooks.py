@@ -93,16 +93,17 @@ def _attend(
         result = AttentionOutput(backends.weighted_values(attended, value), weights)
         stats = stats_from_weights(weights, names, spans) if names else {}
     elif last_only and not (need_weights or dropout_p > 0):
-        # only the last query is recorded (generation): fused kernel for the output, statistics
-        # (and weights, when asked for) for one query row
-        result = backends.get("sdpa").fn(query, key, value, **kwargs)
+        # only the last query is recorded (generation): statistics (and weights, when asked
+        # for) for one query row; a decoding step's row is its whole output, a longer call's
+        # output comes from the fused kernel
         row = query[..., -1:, :]
         last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal, "scale": scale}
-        stats = (
-            attention_stats(row, key, value, stats=names, spans=spans, **last).stats
-            if names
-            else {}
-        )
+        computed = attention_stats(row, key, value, stats=names, spans=spans, **last)
+        stats = computed.stats
+        if query.shape[-2] == 1:
+            result = computed
+        else:
+            result = backends.get("sdpa").fn(query, key, value, **kwargs)
         if weights_wanted:
             weights = backends.math_attention(row, key, value, need_weights=True, **last).weights
     elif weights_wanted:
