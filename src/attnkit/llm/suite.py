@@ -294,16 +294,16 @@ def _record(example: Example, trace: GenerationTrace, tokenizer) -> ExampleRecor
     )
 
 
-def _token_texts(tokenizer, ids: list[int]) -> list[str]:
-    """Each token's text with the spacing the tokenizer gives it in context (what decoding one
-    more token adds); a token whose prefix does not decode stably is decoded alone."""
-    texts, previous = [], ""
+def _token_texts(tokenizer, ids: list[int], window: int = 6) -> list[str]:
+    """Each token's text with the spacing the tokenizer gives it in context: what decoding it
+    adds to the ``window`` tokens before it (a token whose prefix does not decode stably is
+    decoded alone)."""
+    texts = []
     for i in range(len(ids)):
-        current = tokenizer.decode(ids[: i + 1])
-        texts.append(current[len(previous) :] if current.startswith(previous) else "")
-        if not texts[-1]:
-            texts[-1] = tokenizer.decode(ids[i : i + 1])
-        previous = current
+        before = tokenizer.decode(ids[max(0, i - window) : i]) if i else ""
+        current = tokenizer.decode(ids[max(0, i - window) : i + 1])
+        text = current[len(before) :] if current.startswith(before) else ""
+        texts.append(text or tokenizer.decode(ids[i : i + 1]))
     return texts
 
 
