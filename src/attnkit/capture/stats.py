@@ -71,7 +71,7 @@ def check_stats(
 
     Returns:
         ``(names, spans)``: every statistic to compute, and the spans as ``{name: (start, stop)}``
-        (ints, or int64 tensors on the CPU).
+        (ints, or validated int64 tensors on the CPU).
     """
     if isinstance(stats, str):
         stats = (stats,)
@@ -90,7 +90,20 @@ def check_stats(
     return tuple(dict.fromkeys(names)), spans
 
 
+class _Ranges(tuple):
+    """Validated per-example ``(starts, stops)`` on the CPU, with copies kept per device (a
+    generation reads them on every call of every layer)."""
+
+    def on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        copies = self.__dict__.setdefault("copies", {})
+        if device not in copies:
+            copies[device] = (self[0].to(device), self[1].to(device))
+        return copies[device]
+
+
 def _check_span(name: str, span: object) -> Span:
+    if isinstance(span, _Ranges):
+        return span
     if isinstance(span, tuple | list) and len(span) == 2:
         start, stop = span
         if isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop:
@@ -105,7 +118,7 @@ def _check_span(name: str, span: object) -> Span:
             and not stop.is_floating_point()
             and bool((start >= 0).all() and (start < stop).all())
         ):
-            return start.long().cpu(), stop.long().cpu()
+            return _Ranges((start.long().cpu(), stop.long().cpu()))
     raise ValueError(
         f"spans[{name!r}] must be (start, stop) key positions with 0 <= start < stop, or two 1-D "
         f"integer tensors of per-example starts and stops with 0 <= starts < stops, got {span!r}"
@@ -116,9 +129,9 @@ def _per_example(spans: Mapping[str, Span]) -> bool:
     return any(isinstance(span[0], Tensor) for span in spans.values())
 
 
-def _span_indicator(name: str, span: tuple[Tensor, Tensor], like: Tensor) -> Tensor:
+def _span_indicator(name: str, span: _Ranges, like: Tensor) -> Tensor:
     """``(B, 1, ..., K)``: 1 on each example's keys of a per-example span, in ``like``'s dtype."""
-    start, stop = (x.to(like.device) for x in span)
+    start, stop = span.on(like.device)
     if len(start) != like.shape[0]:
         raise ValueError(
             f"spans[{name!r}] holds {len(start)} per-example ranges for a batch of {like.shape[0]}"
@@ -500,7 +513,9 @@ def _read_weights(
             span_name = name.removeprefix("mass:")
             lo, hi = spans[span_name]
             if isinstance(lo, Tensor):
-                result[name] = (weights * _span_indicator(span_name, (lo, hi), weights)).sum(-1)
+                result[name] = (
+                    weights * _span_indicator(span_name, spans[span_name], weights)
+                ).sum(-1)
             else:
                 result[name] = weights[..., lo:hi].sum(-1)
     return result
