@@ -105,6 +105,8 @@ def test_task_config_errors():
         make_examples(-1)
     with pytest.raises(ValueError, match="absent_share"):
         make_examples(4, absent_share=1.5)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        run_examples(None, None, make_examples(2), batch_size=0)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_run_examples_labels_every_answer(trained):
     model, _, directory = trained
     hf, tokenizer, _ = load_testbed(directory)
     examples = make_examples(6, TASK, seed=1)
-    labelled = run_examples(hf, tokenizer, examples, max_new_tokens=6)
+    labelled = run_examples(hf, tokenizer, examples, max_new_tokens=6, batch_size=4)
     for item, example in zip(labelled, examples, strict=True):
         trace = item.trace
         assert item.example == example

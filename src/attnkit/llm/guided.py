@@ -1,11 +1,11 @@
 """Guided decoding with a hallucination detector (Chuang et al. 2024, "Lookback Lens", §4).
 
 Generation goes chunk by chunk. For each chunk, ``num_candidates`` continuations of
-``chunk_size`` tokens are sampled (temperature sampling through :func:`attnkit.llm.generate`,
-which records the lookback ratio of every new token); the detector scores each candidate from the
-mean lookback ratio of its tokens per (layer, head), and the candidate it rates most grounded
-(lowest hallucination probability) is kept and appended to the prompt for the next chunk. It
-stops at the end-of-sequence token or after ``max_new_tokens``.
+``chunk_size`` tokens are sampled in one batch (temperature sampling through
+:func:`attnkit.llm.generate`, which records the lookback ratio of every new token); the detector
+scores each candidate from the mean lookback ratio of its tokens per (layer, head), and the
+candidate it rates most grounded (lowest hallucination probability) is kept and appended to the
+prompt for the next chunk. It stops at the end-of-sequence token or after ``max_new_tokens``.
 
 The kept chunks become part of the prompt, so a candidate's lookback ratio counts only its own
 tokens as new (``A_new``), not the chunks before it.
@@ -106,19 +106,16 @@ def guided_generate(
             torch.manual_seed(seed)
         while len(ids) < max_new_tokens:
             size = min(chunk_size, max_new_tokens - len(ids))
-            traces = [
-                generate(
-                    model,
-                    tokenizer,
-                    prompt + text,
-                    context=context,
-                    max_new_tokens=size,
-                    do_sample=True,
-                    temperature=temperature,
-                    **generate_kwargs,
-                )
-                for _ in range(num_candidates)
-            ]
+            traces = generate(
+                model,
+                tokenizer,
+                [prompt + text] * num_candidates,  # one batch: each row samples its own
+                context=context,
+                max_new_tokens=size,
+                do_sample=True,
+                temperature=temperature,
+                **generate_kwargs,
+            )
             features = np.stack([span_features(t.lookback_ratio) for t in traces])
             scores = np.asarray(detector.predict_proba(features), dtype=np.float64)
             if scores.shape != (num_candidates,):

@@ -344,21 +344,35 @@ def answer_log_prob(model, trace: GenerationTrace) -> float:
 
 
 def run_examples(
-    model, tokenizer, examples: Sequence[Example], max_new_tokens: int = 12, **generate_kwargs
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int = 12,
+    batch_size: int = 32,
+    **generate_kwargs,
 ) -> list[LabelledTrace]:
-    """Answer each example with :func:`attnkit.llm.generate` and label the answer.
+    """Answer the examples with :func:`attnkit.llm.generate` and label every answer.
 
-    ``generate_kwargs`` go to ``model.generate`` (greedy by default).
+    Prompts run in left-padded batches of ``batch_size``; ``generate_kwargs`` go to
+    ``model.generate`` (greedy by default).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     generate_kwargs.setdefault("do_sample", False)
     labelled = []
-    for example in examples:
-        trace = generate(
-            model, tokenizer, example.prompt, context=example.context,
-            max_new_tokens=max_new_tokens, **generate_kwargs,
-        )  # fmt: skip
-        verdict = label_answer(example, tokenizer.decode(trace.new_ids))
-        labelled.append(LabelledTrace(example, trace, verdict, answer_log_prob(model, trace)))
+    for first in range(0, len(examples), batch_size):
+        batch = examples[first : first + batch_size]
+        traces = generate(
+            model,
+            tokenizer,
+            [example.prompt for example in batch],
+            context=[example.context for example in batch],
+            max_new_tokens=max_new_tokens,
+            **generate_kwargs,
+        )
+        for example, trace in zip(batch, traces, strict=True):
+            verdict = label_answer(example, tokenizer.decode(trace.new_ids))
+            labelled.append(LabelledTrace(example, trace, verdict, answer_log_prob(model, trace)))
     return labelled
 
 
