@@ -20,6 +20,7 @@ Reports test accuracy (mean ± sample std over seeds) with parameter counts, wri
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -117,12 +118,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
         stds = [100 * entry["summary"][n]["test_accuracy_std"] for n in names]
         colours = ["tab:blue", "tab:gray", "tab:purple", "tab:orange"][: len(names)]
         ax.barh(range(len(names)), means, xerr=stds, color=colours, capsize=3)
-        for i, (name, mean) in enumerate(zip(names, means, strict=True)):
+        for i, (name, mean, std) in enumerate(zip(names, means, stds, strict=True)):
             params = entry["summary"][name]["params"]
-            ax.text(1, i, f"{mean:.1f}%  ({params:,} params)", va="center", color="white")
+            label = f"{mean:.1f}%\n{params:,} params"
+            ax.text(mean + std + 2, i, label, va="center", fontsize=8)
         ax.set_yticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(0, 100)
+        ax.set_xlim(0, 125)
+        ax.set_xticks(range(0, 101, 20))
         ax.set_xlabel("test accuracy (%), mean ± std over seeds")
         ax.set_title(f"{TITLES[dataset]}\n{entry['steps']} steps, batch {entry['batch_size']}")
     fig.tight_layout()
@@ -140,7 +143,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fast", action="store_true", help="1 seed, 30 steps (smoke run)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     args = parser.parse_args()
+    if args.plot_only:
+        saved = json.loads((RESULTS / "benefit_vision.json").read_text())
+        plot(saved["datasets"], RESULTS / "benefit_vision.png")
+        return
     if args.fast:
         args.seeds, args.mnist_steps, args.digits_steps = 1, 30, 30
     args.steps = {"mnist": args.mnist_steps, "digits": args.digits_steps}

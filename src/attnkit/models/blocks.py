@@ -121,12 +121,16 @@ class TransformerBlock(nn.Module):
         self.config = config
         e = config.embed_dim
         self.norm1 = nn.LayerNorm(e)
-        self.attn = mixer or MultiHeadAttention(
-            e,
-            config.num_heads,
-            causal=config.causal,
-            dropout=config.attention_dropout,
-            head_dropout=config.head_dropout,
+        self.attn = (
+            mixer
+            if mixer is not None
+            else MultiHeadAttention(
+                e,
+                config.num_heads,
+                causal=config.causal,
+                dropout=config.attention_dropout,
+                head_dropout=config.head_dropout,
+            )
         )
         self.drop = nn.Dropout(config.dropout)
         self.norm2 = nn.LayerNorm(e)
