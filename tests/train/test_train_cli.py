@@ -1,4 +1,3 @@
-import importlib.util
 import json
 
 import pytest
@@ -89,9 +88,6 @@ def test_options_parse_as_json_or_text():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("attnkit.models.timeseries") is None, reason="no series models yet"
-)
 def test_a_real_task_trains_from_the_cli(tmp_path):
     done = runner.invoke(
         app, ["train", "co2", "--epochs", "2", "--out", str(tmp_path), "--no-progress"]
