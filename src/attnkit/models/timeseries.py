@@ -351,6 +351,7 @@ def plot_forecast(
         axes[1].bar(past_t, weights, color="C1", width=1.0)
         axes[1].set_ylabel("attention")
         axes[1].set_xlabel("steps (0 = last observed)")
+        axes[1].set_xlim(ax.get_xlim())  # bars line up with the history above
     fig = ax.figure
     fig.tight_layout()
     return fig
