@@ -8,7 +8,8 @@ Two signs, checked after every epoch on the trainer's history:
 * **accuracy gap**: training accuracy exceeds validation accuracy by more than
   ``accuracy_gap`` (absolute), when the task reports ``train_<metric>`` and ``val_<metric>``.
 
-Each sign warns once when it appears and again only after it has cleared.
+Each sign warns once per run, at the first epoch it appears (a gap that hovers around the
+threshold would otherwise warn every few epochs).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def _gap(history: Sequence[dict[str, Any]], end: int, check: OverfitCheck) -> fl
     return train - val
 
 
+def _gap_over(history: Sequence[dict[str, Any]], end: int, check: OverfitCheck) -> bool:
+    gap = _gap(history, end, check)
+    return gap is not None and check.accuracy_gap is not None and gap > check.accuracy_gap
+
+
 def gap_warnings(history: Sequence[dict[str, Any]], check: OverfitCheck) -> list[str]:
     """Warnings that appear at the last epoch of ``history``.
 
@@ -66,28 +72,23 @@ def gap_warnings(history: Sequence[dict[str, Any]], check: OverfitCheck) -> list
         check: the detector's settings.
 
     Returns:
-        Zero, one or two sentences; empty when the last epoch brought no new sign.
+        Zero, one or two sentences: the signs that appear at the last epoch for the first time.
     """
     if not history:
         return []
     end, epoch = len(history) - 1, history[-1]["epoch"]
     warnings = []
-    if _diverging(history, end, check.epochs) and not _diverging(history, end - 1, check.epochs):
+    if _diverging(history, end, check.epochs) and not any(
+        _diverging(history, i, check.epochs) for i in range(end)
+    ):
         warnings.append(
             f"epoch {epoch}: validation loss rose while training loss fell for {check.epochs} "
             f"epochs in a row (val {history[end - check.epochs]['val_loss']:.4f} -> "
             f"{history[end]['val_loss']:.4f}): the model is overfitting"
         )
-    if check.accuracy_gap is not None:
-        gap = _gap(history, end, check)
-        previous = _gap(history, end - 1, check)
-        if (
-            gap is not None
-            and gap > check.accuracy_gap
-            and not (previous is not None and previous > check.accuracy_gap)
-        ):
-            warnings.append(
-                f"epoch {epoch}: train {check.metric} exceeds validation {check.metric} by "
-                f"{gap:.3f} (> {check.accuracy_gap}): the model is overfitting"
-            )
+    if _gap_over(history, end, check) and not any(_gap_over(history, i, check) for i in range(end)):
+        warnings.append(
+            f"epoch {epoch}: train {check.metric} exceeds validation {check.metric} by "
+            f"{_gap(history, end, check):.3f} (> {check.accuracy_gap}): the model is overfitting"
+        )
     return warnings
