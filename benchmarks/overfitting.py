@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--attention", default="multihead")
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--full-steps", type=int, default=600, help="step budget on 100%")
