@@ -20,6 +20,7 @@ def main(out: str) -> None:
     result = Trainer(model, config, loss=mse).fit(regression(64), regression(16, seed=1))
     if rank == 0:
         torch.save({"state": model.state_dict(), "world": world, "steps": result.steps}, out)
+    torch.distributed.barrier()  # no rank tears gloo down while another still uses it
     torch.distributed.destroy_process_group()
 
 

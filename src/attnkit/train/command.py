@@ -31,6 +31,7 @@ def train_task(
         return _train_and_report(task, attention, config, fraction, data, resume, options)
     finally:
         if joined:
+            torch.distributed.barrier()  # no rank tears the group down while another uses it
             torch.distributed.destroy_process_group()
 
 
