@@ -1,7 +1,7 @@
 """Lookback Lens on an honest testbed: key–value retrieval answered by small CausalLMs.
 
 Two models of the same shape (2 layers x 4 heads, so their lookback-ratio features align) but
-different width (``--dims``, default 64 and 128) are trained by attnkit on present-key questions
+different width (``--dims``, default 64 and 96) are trained by attnkit on present-key questions
 (``attnkit.llm.testbed``), saved and loaded back through Hugging Face ``from_pretrained``. Greedy
 answers to fresh questions, half of them about absent keys, are labelled ``grounded`` / ``wrong``
 / ``invented`` (1 = not grounded). Reported, as mean ± std over ``--seeds`` (each seed draws a new
@@ -122,7 +122,7 @@ def guided_rates(model, tokenizer, examples, detector, args) -> dict[str, dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs=2, default=[64, 128])
+    parser.add_argument("--dims", type=int, nargs=2, default=[64, 96])
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--examples", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=5)

@@ -11,7 +11,9 @@ generated answer has a true label:
 - ``wrong``: the key is present but the answer differs from its value;
 - ``invented``: the key is absent, so no answer is supported by the context.
 
-Keys are whole-word tokens (``k00`` ... ``k99``), values are character tokens; the tokenizer is a
+A key with its ``=`` is one token (``k00=`` ... ``k99=``), so that finding the fact asked for is
+one induction step (Olsson et al. 2022: find the earlier ``k05=``, copy what followed it); values
+are character tokens, no character repeating within a context. The tokenizer is a
 ``tokenizers`` word-level model wrapped as a ``transformers.PreTrainedTokenizerFast`` (offsets
 included, so ``attnkit.llm.generate(context=<substring>)`` works), saved and loaded offline.
 """
@@ -95,7 +97,7 @@ class TaskConfig:
     @property
     def vocabulary(self) -> list[str]:
         """Every token, in id order."""
-        return [*SPECIAL, *PUNCTUATION, *self.alphabet, *self.keys]
+        return [*SPECIAL, *PUNCTUATION, *self.alphabet, *(f"{key}=" for key in self.keys)]
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def build_tokenizer(task: TaskConfig = TaskConfig()):
     vocab = {token: i for i, token in enumerate(task.vocabulary)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"k\d\d|."), "isolated")]
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"k\d\d=|."), "isolated")]
     )
     core.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>")
@@ -225,13 +227,13 @@ def _training_batch(
     rows, masks = [], []
     for _ in range(config.batch_size):
         facts = _context(rng, task)
-        ids = [vocab[t] for key, value in facts.items() for t in (key, "=", *value, ";")]
+        ids = [vocab[t] for key, value in facts.items() for t in (f"{key}=", *value, ";")]
         ids.append(vocab["|"])
         mask = [False] * len(ids)
         for key in rng.sample(list(facts), min(config.questions, len(facts))):
             answer = [vocab[t] for t in (*facts[key], ";")]
-            ids += [vocab[key], vocab["="], *answer]
-            mask += [False, False] + [True] * len(answer)
+            ids += [vocab[f"{key}="], *answer]
+            mask += [False] + [True] * len(answer)
         rows.append(ids)
         masks.append(mask)
     width = max(map(len, rows))
