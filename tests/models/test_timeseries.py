@@ -24,6 +24,16 @@ from attnkit.models.timeseries import (
 QUANTILES = (0.1, 0.5, 0.9)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: a GRU step per OpenMP region only waits for threads on a busy
+    machine (seen: 50x slower with 2 threads under load), so the tests use one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_pinball_loss_by_hand():
     pred = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
     # target 2: errors 1, 0, -1 -> 0.1*1, 0, (0.9-1)*(-1) = 0.1, 0, 0.1
