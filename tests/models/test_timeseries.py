@@ -247,6 +247,8 @@ def test_recipe_fraction_and_user_file(tmp_path):
     assert recipe.name == "mine" and recipe.config.window == 24 and recipe.config.horizon == 3
     with pytest.raises(ValueError, match="needs options column="):
         series_recipe("mine", data=path)
+    levels = series_recipe("co2", quantiles=[0.2, 0.5, 0.8]).config.quantiles  # a CLI list
+    assert levels == (0.2, 0.5, 0.8)
 
 
 def test_recipe_trains_with_the_trainer():

@@ -468,6 +468,8 @@ def series_recipe(
         settings = dict(SERIES_SETTINGS[name])
     split_args = {k: options.pop(k) for k in _SPLIT_OPTIONS if k in options}
     settings.update(options)
+    if "quantiles" in settings:  # a list from the command line or JSON
+        settings["quantiles"] = tuple(settings["quantiles"])
     config = ForecasterConfig(attention=attention, **settings)
     splits = split_series(series, config.window, config.horizon, fraction=fraction, **split_args)
     torch.manual_seed(seed)
