@@ -45,13 +45,24 @@ def run_domain(domain: str, extra: list[str]) -> dict[str, object]:
     }
 
 
+def _demote(markdown: str) -> str:
+    """Headings two levels down, under the merged file's ``## <domain>``."""
+    lines = markdown.splitlines()
+    return "\n".join("##" + line if line.startswith("#") else line for line in lines)
+
+
 def merge(runs: dict[str, dict[str, object]]) -> tuple[dict[str, object], str]:
     """The merged JSON payload and markdown of every domain's results."""
     payload: dict[str, object] = {"machine": machine(), "runs": runs, "domains": {}}
     sections = [
         "# Attention vs baselines (same parameter and step budget)",
         "",
-        "Merged from the per-domain benchmarks by `benchmarks/benefit.py`.",
+        "Merged from the per-domain benchmarks by `benchmarks/benefit.py`"
+        + (
+            "; each domain's script ran here just before."
+            if runs
+            else " (`--merge-only`: the results each domain script last wrote)."
+        ),
     ]
     for domain in DOMAINS:
         json_path, md_path = RESULTS / f"benefit_{domain}.json", RESULTS / f"benefit_{domain}.md"
@@ -62,7 +73,7 @@ def merge(runs: dict[str, dict[str, object]]) -> tuple[dict[str, object], str]:
             continue
         payload["domains"][domain] = json.loads(json_path.read_text())  # type: ignore[index]
         table = md_path.read_text().strip() if md_path.is_file() else "(no markdown table)"
-        sections.append(table.replace("\n# ", "\n### ").removeprefix("# "))
+        sections.append(_demote(table))
     return payload, "\n".join(sections) + "\n"
 
 
