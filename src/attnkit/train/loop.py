@@ -7,10 +7,7 @@ budget.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import random
 import sys
 import time
@@ -28,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from attnkit.train import distributed
 from attnkit.train.checkpoint import TrainState, load_checkpoint, save_checkpoint, set_rng_state
 from attnkit.train.overfit import OverfitCheck, gap_warnings
+from attnkit.train.report import plot_history, write_metrics
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "seed_everything"]
 
@@ -401,70 +399,3 @@ def _describe(record: dict[str, Any]) -> str:
     parts = [f"epoch {record['epoch']}", f"step {record['step']}"]
     parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))]
     return ", ".join(parts)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_metrics(result: TrainResult, config: TrainConfig, path: Path) -> Path:
-    """Write the run's config, history, best epoch, warnings and test metrics as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "config": {k: _clean(v) for k, v in dataclasses.asdict(config).items()},
-        "history": result.history,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": _clean(result.best_val_loss),
-        "stopped_early": result.stopped_early,
-        "steps": result.steps,
-        "warnings": result.warnings,
-        "test": result.test,
-        "seconds": result.seconds,
-    }
-    path.write_text(json.dumps(payload, indent=2))
-    return path
-
-
-def plot_history(history: list[dict[str, Any]], path: Path) -> Path | None:
-    """Plot train and validation loss (and accuracy-like metrics) per epoch to a PNG.
-
-    Returns None (and plots nothing) when matplotlib is not installed or history is empty.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib is not installed; no loss plot")
-        return None
-    if not history:
-        return None
-    epochs = [r["epoch"] for r in history]
-    metrics = sorted(
-        {k[4:] for r in history for k in r if k.startswith("val_") and k != "val_loss"}
-    )
-    figure, axes = plt.subplots(1, 2 if metrics else 1, figsize=(10 if metrics else 5, 3.5))
-    axes = np.atleast_1d(axes)
-    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
-    axes[0].plot(epochs, [r["val_loss"] for r in history], label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
-    axes[0].legend()
-    if metrics:
-        for name in metrics:
-            axes[1].plot(epochs, [r.get(f"val_{name}") for r in history], label=f"val {name}")
-            if any(f"train_{name}" in r for r in history):
-                axes[1].plot(
-                    epochs, [r.get(f"train_{name}") for r in history], "--", label=f"train {name}"
-                )
-        axes[1].set(xlabel="epoch", title="metrics")
-        axes[1].legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
