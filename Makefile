@@ -19,7 +19,5 @@ format:
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench:  ## speed and memory tables (not tests), written to benchmarks/results/
-	for script in mechanisms long_inputs capture llm; do \
-		HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/$$script.py || exit 1; \
-	done
+bench:  ## the speed benchmarks (not tests), then benchmarks/RESULTS.md with every table
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run_all.py

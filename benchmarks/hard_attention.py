@@ -139,6 +139,20 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown(report: dict) -> str:
+    """The results table under a line that says what was trained, where and when."""
+    about, settings = report["machine"], report["settings"]
+    header = (
+        f"Cluttered MNIST (60x60 canvases), {settings['steps']} steps per model, seed "
+        f"{report['seeds']['seed']}, {settings['glimpses']} glimpses; {about['cpu']}, "
+        f"{about['threads']} threads, torch {about['torch']}; "
+        f"{about.get('date', 'date not recorded')}. Figures: "
+        + ", ".join(f"`{Path(p).name}`" for p in report["plots"])
+        + "."
+    )
+    return header + "\n\n" + table(report["results"])
+
+
 def plot(results: list[dict], paths: dict, out: Path, suffix: str, glimpses: int) -> list[str]:
     import matplotlib
 
@@ -256,6 +270,7 @@ def main() -> None:
     }
     json_path = args.out / f"hard_attention{suffix}.json"
     json_path.write_text(json.dumps(report, indent=2))
+    (args.out / f"hard_attention{suffix}.md").write_text(markdown(report) + "\n")
     print(table(results))
     print(f"\nmachine: {report['machine']}")
     print(f"seeds: {report['seeds']}")
