@@ -84,6 +84,19 @@ def test_stops_at_the_end_token(testbed):
     assert torch.equal(stopped.new_ids, plain.traces[0].new_ids)
 
 
+def test_custom_features_reach_the_detector(testbed):
+    def length_and_last(trace):
+        return np.array([len(trace.new_ids), int(trace.new_ids[-1])])
+
+    detector = StubDetector(SCORES)
+    result = _run(testbed, detector, features=length_and_last)
+    assert [c.chosen for c in result.chunks] == [1, 2, 3]
+    for trace, chunk, seen in zip(result.traces, result.chunks, detector.seen, strict=True):
+        assert seen.shape == (4, 2)
+        np.testing.assert_array_equal(seen[chunk.chosen], length_and_last(trace))
+    assert [row[0] for row in detector.seen[-1]] == [2, 2, 2, 2]  # the last chunk: 10 - 2 * 4
+
+
 def test_one_candidate_is_plain_chunked_sampling(testbed):
     result = _run(testbed, StubDetector([[0.5]] * 3), num_candidates=1)
     assert [c.chosen for c in result.chunks] == [0, 0, 0]
@@ -99,6 +112,8 @@ def test_bad_arguments(testbed):
         _run(testbed, detector, temperature=0.0)
     with pytest.raises(TypeError, match="predict_proba"):
         _run(testbed, object())
+    with pytest.raises(TypeError, match="features must be callable, got int"):
+        _run(testbed, detector, features=3)
     with pytest.raises(ValueError, match="substring of the prompt"):
         guided_generate(model, tokenizer, PROMPT, "k99=zz;", detector)
     with pytest.raises(ValueError, match=r"must return \(4,\) scores"):

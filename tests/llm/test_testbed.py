@@ -9,6 +9,7 @@ import torch
 
 from attnkit.llm.generate import generate
 from attnkit.llm.testbed import (
+    ABSTAIN,
     Example,
     LabelledTrace,
     TaskConfig,
@@ -56,6 +57,58 @@ def test_examples_ask_for_present_and_absent_keys():
     assert make_examples(50, TASK, seed=3) != make_examples(50, TASK, seed=4)
 
 
+def test_shared_prefix_makes_every_value_of_a_context_start_alike():
+    task = dataclasses.replace(TASK, min_value_len=3, shared_prefix=2)
+    for e in make_examples(100, task, seed=5):
+        facts = _facts(e.context)
+        prefixes = {v[:2] for v in facts.values()}
+        assert len(prefixes) == 1
+        tails = "".join(v[2:] for v in facts.values())
+        assert len(set(tails)) == len(tails) and not set(tails) & set(prefixes.pop())
+        assert all(3 <= len(v) <= TASK.max_value_len for v in facts.values())
+    # no shared prefix: the contexts of before the option, character for character
+    assert make_examples(50, TASK, seed=0)[0].context == "k00=gojd;k15=mci;k10=hbak;k07=el;"
+
+
+def test_abstention_token_and_labels():
+    task = dataclasses.replace(TASK, abstain=True)
+    assert task.vocabulary == [*TASK.vocabulary, ABSTAIN]  # appended: other ids unchanged
+    tokenizer = build_tokenizer(task)
+    ids = tokenizer("k01=ab;|k05=?;")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids)[-2:] == [ABSTAIN, ";"]
+    assert ids[-2] == len(TASK.vocabulary)
+    present = Example("k01=ab;", "k01", "ab")
+    absent = Example("k01=ab;", "k05", None)
+    assert label_answer(absent, "?;") == "abstained"
+    assert label_answer(absent, "?a;") == "invented"
+    assert label_answer(present, "?;") == "wrong"
+    trace = None  # hallucinated only reads the verdict
+    verdicts = ("grounded", "wrong", "invented", "abstained")
+    assert [LabelledTrace(absent, trace, v, 0.0).hallucinated for v in verdicts] == [0, 1, 1, 0]
+
+
+def test_training_batch_asks_about_absent_keys():
+    import random
+
+    from attnkit.llm.testbed import _training_batch
+
+    task = dataclasses.replace(TASK, abstain=True)
+    config = TrainConfig(batch_size=8, questions=2, absent_questions=2)
+    vocab = {t: i for i, t in enumerate(task.vocabulary)}
+    ids, mask = _training_batch(random.Random(0), task, config, vocab)
+    tokens = task.vocabulary
+    for row, row_mask in zip(ids.tolist(), mask.tolist(), strict=True):
+        text = "".join(tokens[i] for i in row if tokens[i] != "<pad>")
+        context, questions = text.split("|")
+        facts = _facts(context)
+        answers = dict(FACT.findall(questions.replace("?", "Q")))
+        assert len(answers) == min(2, len(facts)) + 2
+        for key, answer in answers.items():
+            assert answer == facts.get(key, "Q")
+        targets = [tokens[i] for i, m in zip(row[1:], row_mask, strict=False) if m]
+        assert "".join(targets) == "".join(f"{a};" for a in answers.values()).replace("Q", "?")
+
+
 def test_labels_of_hand_made_answers():
     present = Example("k01=abc;k02=de;", "k02", "de")
     absent = Example("k01=abc;k02=de;", "k07", None)
@@ -99,8 +152,15 @@ def test_task_config_errors():
         TaskConfig(alphabet="ab1")
     with pytest.raises(ValueError, match="alphabet"):
         TaskConfig(alphabet="aab")
-    with pytest.raises(ValueError, match=r"max_facts \* max_value_len"):
+    with pytest.raises(ValueError, match=r"max_facts \* \(max_value_len - shared_prefix\)"):
         TaskConfig(alphabet="abcdef", max_facts=3, max_value_len=3)
+    TaskConfig(alphabet="abcdefg", max_facts=3, max_value_len=3, shared_prefix=1)  # 1 + 3 * 2
+    with pytest.raises(ValueError, match=r"\(9\) must be <= len\(alphabet\) \(7\)"):
+        TaskConfig(alphabet="abcdefg", max_facts=4, max_value_len=3, shared_prefix=1)
+    with pytest.raises(ValueError, match=r"shared_prefix must be in \[0, min_value_len\)"):
+        TaskConfig(min_value_len=3, shared_prefix=3)
+    with pytest.raises(ValueError, match="absent_questions .2. needs a task with abstain=True"):
+        train_model(TASK, TrainConfig(absent_questions=2))
     with pytest.raises(ValueError, match="count"):
         make_examples(-1)
     with pytest.raises(ValueError, match="absent_share"):

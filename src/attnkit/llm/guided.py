@@ -3,9 +3,10 @@
 Generation goes chunk by chunk. For each chunk, ``num_candidates`` continuations of
 ``chunk_size`` tokens are sampled in one batch (temperature sampling through
 :func:`attnkit.llm.generate`, which records the lookback ratio of every new token); the detector
-scores each candidate from the mean lookback ratio of its tokens per (layer, head), and the
-candidate it rates most grounded (lowest hallucination probability) is kept and appended to the
-prompt for the next chunk. It stops at the end-of-sequence token or after ``max_new_tokens``.
+scores each candidate from the mean lookback ratio of its tokens per (layer, head) (or from other
+features of its trace, ``features=``), and the candidate it rates most grounded (lowest
+hallucination probability) is kept and appended to the prompt for the next chunk. It stops at
+the end-of-sequence token or after ``max_new_tokens``.
 
 The kept chunks become part of the prompt, so a candidate's lookback ratio counts only its own
 tokens as new (``A_new``), not the chunks before it.
@@ -13,6 +14,7 @@ tokens as new (``A_new``), not the chunks before it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +65,7 @@ def guided_generate(
     temperature: float = 1.0,
     seed: int | None = None,
     eos_token_id: int | None = None,
+    features: Callable[[GenerationTrace], np.ndarray] | None = None,
     **generate_kwargs,
 ) -> GuidedGeneration:
     """Sample ``num_candidates`` chunks at a time and keep the one the detector rates grounded.
@@ -79,6 +82,8 @@ def guided_generate(
         temperature: sampling temperature of the candidates (> 0).
         seed: seeds the sampling (the global random state is restored afterwards).
         eos_token_id: ends generation; defaults to ``model.generation_config.eos_token_id``.
+        features: maps a candidate's trace to the detector's feature row; defaults to the span
+            means of its lookback ratio (:func:`~attnkit.llm.detector.span_features`).
         generate_kwargs: further arguments for ``model.generate`` (``top_k``, ...).
 
     Returns:
@@ -94,6 +99,10 @@ def guided_generate(
         raise TypeError(
             f"detector must have a predict_proba(features) method, got {type(detector).__name__}"
         )
+    if features is None:
+        features = _lookback_features
+    elif not callable(features):
+        raise TypeError(f"features must be callable, got {type(features).__name__}")
     if not isinstance(context, str) or not context or context not in prompt:
         raise ValueError("context must be a non-empty substring of the prompt")
     if eos_token_id is None:
@@ -116,8 +125,8 @@ def guided_generate(
                 temperature=temperature,
                 **generate_kwargs,
             )
-            features = np.stack([span_features(t.lookback_ratio) for t in traces])
-            scores = np.asarray(detector.predict_proba(features), dtype=np.float64)
+            rows = np.stack([features(t) for t in traces])
+            scores = np.asarray(detector.predict_proba(rows), dtype=np.float64)
             if scores.shape != (num_candidates,):
                 raise ValueError(
                     f"detector.predict_proba must return ({num_candidates},) scores, "
@@ -132,3 +141,7 @@ def guided_generate(
             if len(chosen.new_ids) < size or stops & set(chosen.new_ids.tolist()):
                 break
     return GuidedGeneration(text, torch.tensor(ids, dtype=torch.long), tuple(chunks), tuple(kept))
+
+
+def _lookback_features(trace: GenerationTrace) -> np.ndarray:
+    return span_features(trace.lookback_ratio)

@@ -4,16 +4,22 @@ The context lists facts ``k37=fbca;k05=pmdoa;...``; the prompt ends with a quest
 When the key is in the context the model must copy its value; when it is absent, whatever value
 the model gives is invented (Chuang et al. 2024, "Lookback Lens", study hallucinations of this
 kind: answers not supported by the given context). A small :class:`~attnkit.models.lm.CausalLM`
-is trained here on present keys only, so absent keys provoke an answer all the same, and every
+is trained here on present keys (so absent keys provoke an answer all the same), or also on
+absent keys answered :data:`ABSTAIN` (``?``, with ``TaskConfig(abstain=True)``), and every
 generated answer has a true label:
 
 - ``grounded``: the key is present and the answer is its value, copied from the context;
-- ``wrong``: the key is present but the answer differs from its value;
-- ``invented``: the key is absent, so no answer is supported by the context.
+- ``wrong``: the key is present but the answer differs from its value (a contextual
+  hallucination);
+- ``invented``: the key is absent and the answer is a value: nothing in the context supports it;
+- ``abstained``: the key is absent and the answer is :data:`ABSTAIN`, the supported answer.
 
 A key with its ``=`` is one token (``k00=`` ... ``k99=``), so that finding the fact asked for is
 one induction step (Olsson et al. 2022: find the earlier ``k05=``, copy what followed it); values
-are character tokens, no character repeating within a context. The tokenizer is a
+are character tokens, no character repeating within a context. With ``shared_prefix=p`` every
+value of a context starts with the same ``p`` characters: past them, copying must tell the facts
+apart, and a model that has not quite learned to copies another fact's tail, so that greedy and
+sampled answers to present keys go wrong now and then. The tokenizer is a
 ``tokenizers`` word-level model wrapped as a ``transformers.PreTrainedTokenizerFast`` (offsets
 included, so ``attnkit.llm.generate(context=<substring>)`` works), saved and loaded offline.
 """
@@ -53,7 +59,8 @@ __all__ = [
 
 SPECIAL = ("<pad>", "<unk>")
 PUNCTUATION = ("=", ";", "|")  # fact, fact end (the answer's end), question mark
-VERDICTS = ("grounded", "wrong", "invented")
+ABSTAIN = "?"  # the answer "not in the context", a token of tasks with abstain=True
+VERDICTS = ("grounded", "wrong", "invented", "abstained")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,11 @@ class TaskConfig:
     alphabet: str = string.ascii_lowercase  # characters of the values, one token each
     min_value_len: int = 3  # characters per value, drawn uniformly in [min, max]
     max_value_len: int = 6
+    # the first shared_prefix characters of every value in a context are the same, so copying
+    # a value past them must tell the facts apart (the other facts are distractors); the other
+    # characters never repeat within a context
+    shared_prefix: int = 0
+    abstain: bool = False  # the vocabulary ends with ABSTAIN, the answer to an absent key
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_keys <= 100:
@@ -83,10 +95,16 @@ class TaskConfig:
         letters = self.alphabet.isascii() and self.alphabet.isalpha()
         if not letters or len(set(self.alphabet)) != len(self.alphabet):
             raise ValueError(f"alphabet must be distinct ASCII letters, got {self.alphabet!r}")
-        if self.max_facts * self.max_value_len > len(self.alphabet):
+        if not 0 <= self.shared_prefix < self.min_value_len:
             raise ValueError(
-                "a context draws its characters without repetition: max_facts * max_value_len "
-                f"({self.max_facts * self.max_value_len}) must be <= len(alphabet) "
+                f"shared_prefix must be in [0, min_value_len), got {self.shared_prefix} "
+                f"(min_value_len {self.min_value_len})"
+            )
+        needed = self.shared_prefix + self.max_facts * (self.max_value_len - self.shared_prefix)
+        if needed > len(self.alphabet):
+            raise ValueError(
+                "a context draws its characters without repetition: shared_prefix + max_facts "
+                f"* (max_value_len - shared_prefix) ({needed}) must be <= len(alphabet) "
                 f"({len(self.alphabet)})"
             )
 
@@ -97,7 +115,8 @@ class TaskConfig:
     @property
     def vocabulary(self) -> list[str]:
         """Every token, in id order."""
-        return [*SPECIAL, *PUNCTUATION, *self.alphabet, *(f"{key}=" for key in self.keys)]
+        keys = (f"{key}=" for key in self.keys)
+        return [*SPECIAL, *PUNCTUATION, *self.alphabet, *keys, *[ABSTAIN] * self.abstain]
 
 
 @dataclass(frozen=True)
@@ -118,13 +137,16 @@ class Example:
 
 
 def _context(rng: random.Random, task: TaskConfig) -> dict[str, str]:
-    """Random facts; no character repeats within one context."""
+    """Random facts; past the shared prefix, no character repeats within one context."""
     count = rng.randint(task.min_facts, task.max_facts)
     keys = rng.sample(task.keys, count)
     lengths = [rng.randint(task.min_value_len, task.max_value_len) for _ in keys]
-    chars = iter(rng.sample(task.alphabet, sum(lengths)))
+    tails = [n - task.shared_prefix for n in lengths]
+    chars = iter(rng.sample(task.alphabet, task.shared_prefix + sum(tails)))
+    prefix = "".join(next(chars) for _ in range(task.shared_prefix))
     return {
-        key: "".join(next(chars) for _ in range(n)) for key, n in zip(keys, lengths, strict=True)
+        key: prefix + "".join(next(chars) for _ in range(n))
+        for key, n in zip(keys, tails, strict=True)
     }
 
 
@@ -162,11 +184,13 @@ def make_examples(
 def label_answer(example: Example, text: str) -> str:
     """Verdict on a generated continuation of ``example.prompt``: one of :data:`VERDICTS`.
 
-    The answer is the text before the first ``;`` (all of it when there is none).
+    The answer is the text before the first ``;`` (all of it when there is none). An absent
+    key's answer is ``abstained`` when it is :data:`ABSTAIN`, else ``invented``; a present key's
+    abstention is ``wrong``.
     """
     answer = text.split(";", 1)[0]
     if not example.present:
-        return "invented"
+        return "abstained" if answer == ABSTAIN else "invented"
     return "grounded" if answer == example.value else "wrong"
 
 
@@ -205,13 +229,14 @@ class TrainConfig:
     steps: int = 700  # optimizer steps
     batch_size: int = 64  # contexts per step
     questions: int = 4  # present-key questions answered after each training context
+    absent_questions: int = 0  # then questions about absent keys, answered ABSTAIN (abstain)
     lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay)
     warmup: int = 100  # warm-up steps
     weight_decay: float = 0.01
 
     def model_config(self, task: TaskConfig) -> CausalLMConfig:
-        longest = task.max_facts * (task.max_value_len + 3) + self.questions * (
-            task.max_value_len + 3
+        longest = (task.max_facts + self.questions) * (task.max_value_len + 3) + (
+            3 * self.absent_questions
         )
         return CausalLMConfig(
             vocab_size=len(task.vocabulary), dim=self.dim, num_layers=self.num_layers,
@@ -230,8 +255,13 @@ def _training_batch(
         ids = [vocab[t] for key, value in facts.items() for t in (f"{key}=", *value, ";")]
         ids.append(vocab["|"])
         mask = [False] * len(ids)
-        for key in rng.sample(list(facts), min(config.questions, len(facts))):
-            answer = [vocab[t] for t in (*facts[key], ";")]
+        asked = rng.sample(list(facts), min(config.questions, len(facts)))
+        if config.absent_questions:
+            absent = [key for key in task.keys if key not in facts]
+            asked += rng.sample(absent, min(config.absent_questions, len(absent)))
+            rng.shuffle(asked)
+        for key in asked:
+            answer = [vocab[t] for t in (*facts.get(key, ABSTAIN), ";")]
             ids += [vocab[f"{key}="], *answer]
             mask += [False] + [True] * len(answer)
         rows.append(ids)
@@ -251,12 +281,18 @@ def train_model(
     """Train a :class:`CausalLM` to answer present-key questions by copying.
 
     Each training sequence is a context followed by ``config.questions`` questions about keys
-    in it, each with its answer; the loss is the cross-entropy on the answers' tokens (value
-    characters and the closing ``;``) only. Deterministic in ``seed`` on one thread.
+    in it, each with its answer, and ``config.absent_questions`` about keys not in it, answered
+    :data:`ABSTAIN` (``task.abstain`` must be set), in random order; the loss is the
+    cross-entropy on the answers' tokens (value characters or ABSTAIN, and the closing ``;``)
+    only. Deterministic in ``seed`` on one thread.
 
     Returns:
         The model (in eval mode) and the loss of every step.
     """
+    if config.absent_questions and not task.abstain:
+        raise ValueError(
+            f"absent_questions ({config.absent_questions}) needs a task with abstain=True"
+        )
     torch.manual_seed(seed)
     rng = random.Random(seed)
     vocab = {token: i for i, token in enumerate(task.vocabulary)}
@@ -330,8 +366,11 @@ class LabelledTrace:
 
     @property
     def hallucinated(self) -> int:
-        """1 when the answer is not grounded in the context (wrong or invented), else 0."""
-        return int(self.verdict != "grounded")
+        """1 when the answer is not supported by the context (wrong or invented), else 0.
+
+        Abstaining on an absent key is the supported answer: 0.
+        """
+        return int(self.verdict in ("wrong", "invented"))
 
 
 def answer_log_prob(model, trace: GenerationTrace) -> float:
