@@ -111,6 +111,17 @@ def test_explain_a_multihead_checkpoint_end_to_end(multihead):
     assert page.count("data:image/png;base64,") == 2 * 2 + 2  # layer x head grid, last layer
 
 
+def test_explanation_saves_every_figure(multihead, tmp_path):
+    run, _ = multihead
+    target = load_explainable(str(run))
+    result = explain(target.model, target.tokenizer, TEXTS, steps=2)
+    written = result.save_figures(tmp_path / "figures", example=1)
+    stems = {p.stem for p in written}
+    assert len(written) == 2 * len(stems) == 2 * (2 * 2 + len(result.scores))
+    assert "importance.attention-pooling" in stems and "encoder.blocks.1.attn.head1" in stems
+    assert {p.suffix for p in written} == {".png", ".svg"}
+
+
 def test_explain_a_bigru_checkpoint_and_unknown_words(tmp_path):
     run, _ = _trained_run(tmp_path, "soft")
     target = load_explainable(str(run / "checkpoint"))

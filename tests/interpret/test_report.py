@@ -59,3 +59,30 @@ def test_save_figures(tmp_path):
     ]  # fmt: skip
     assert all(p.stat().st_size > 0 for p in written)
     assert written[1].read_text().lstrip().startswith("<?xml")
+
+
+def test_save_figures_writes_every_figure_of_the_report(tmp_path):
+    """The report's figures: each head's heatmap and each method's token importance."""
+    tokens = ["the", "<b>film</b>", "was", "good"]
+    explanations = {
+        "gradient x input": torch.tensor([0.1, -0.4, 0.0, 0.9]),
+        "rollout": torch.rand(4),
+    }
+    weights = _weights(2, 3, 4)
+    page = render_report(tokens, explanations, [VERDICT], weights)
+    written = save_figures(weights, tmp_path, explanations, tokens)
+    names = {p.name for p in written}
+    heads = {f"layer{i}.head{h}" for i in range(2) for h in range(3)}
+    stems = heads | {"importance.gradient-x-input", "importance.rollout"}
+    assert names == {f"{stem}.{suffix}" for stem in stems for suffix in ("png", "svg")}
+    assert page.count("data:image/png;base64,") == len(heads) + 3  # every image has its files
+    assert page.count('<div class="tokens">') == len(explanations)  # every strip has a chart
+    for path in written:
+        head = path.read_bytes()[:64]
+        assert head.startswith(b"\x89PNG") if path.suffix == ".png" else b"<?xml" in head
+    long_tokens = [f"t{i}" for i in range(300)]
+    assert len(save_figures({}, tmp_path / "long", {"m": torch.randn(300)}, long_tokens)) == 2
+    with pytest.raises(ValueError, match="tokens must be given"):
+        save_figures({}, tmp_path, explanations)
+    with pytest.raises(ValueError, match="one score per token"):
+        save_figures({}, tmp_path, {"m": torch.zeros(3)}, tokens)

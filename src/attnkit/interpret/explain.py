@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from attnkit.capture import capture
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.relevance import kept_parameter_grads, relevance
-from attnkit.interpret.report import render_report
+from attnkit.interpret.report import render_report, save_figures
 from attnkit.interpret.rollout import rollout
 from attnkit.interpret.verdicts import MethodVerdict, judge
 
@@ -50,15 +51,24 @@ class Explanation:
     verdicts: list[MethodVerdict]
     weights: dict[str, Tensor]  # {layer: (B, H, N, N)}; empty for a model without self-attention
 
-    def report(self, example: int = 0, title: str = "attnkit explanation") -> str:
-        """The HTML report for one example (padding dropped)."""
+    def _example(self, example: int):
         keep = self.mask[example]
         scores = {name: value[example][keep] for name, value in self.scores.items()}
         weights = {
             layer: value[example][:, keep][:, :, keep] for layer, value in self.weights.items()
         }
         tokens = [t for t, k in zip(self.tokens[example], keep.tolist(), strict=True) if k]
+        return tokens, scores, weights
+
+    def report(self, example: int = 0, title: str = "attnkit explanation") -> str:
+        """The HTML report for one example (padding dropped)."""
+        tokens, scores, weights = self._example(example)
         return render_report(tokens, scores, self.verdicts, weights, title=title)
+
+    def save_figures(self, directory: str | Path, example: int = 0) -> list[Path]:
+        """Every figure of :meth:`report` as PNG and SVG files (:func:`save_figures`)."""
+        tokens, scores, weights = self._example(example)
+        return save_figures(weights, directory, scores, tokens)
 
 
 def explain(

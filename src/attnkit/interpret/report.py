@@ -4,7 +4,9 @@ Sections: the verdict table, a token heatmap per explanation method, a layer × 
 attention heatmaps, and a larger view of every head of one layer. Token text is escaped (model
 inputs are untrusted). Long inputs stay usable: heatmap images are average-pooled to at most
 :data:`MAX_PIXELS` cells a side, and token strips simply wrap. Figures are PNGs embedded as base64;
-:func:`save_figures` also writes them as PNG and SVG files.
+:func:`save_figures` writes every figure of a report as PNG and SVG files: each head's heatmap
+(the grid's cells and the head view) and, as a bar chart, each method's token importance (the
+strips).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from torch import Tensor
 
 from attnkit.interpret.verdicts import MethodVerdict
 
-__all__ = ["MAX_PIXELS", "attention_figure", "render_report", "save_figures"]
+__all__ = ["MAX_PIXELS", "attention_figure", "importance_figure", "render_report", "save_figures"]
 
 MAX_PIXELS = 128  # largest side of a pooled attention heatmap
 
@@ -56,6 +59,29 @@ def attention_figure(matrix: Tensor, title: str = "", size: float = 1.2):
     if title:
         axes.set_title(title, fontsize=6)
     figure.tight_layout(pad=0.1)
+    return figure
+
+
+def importance_figure(tokens: Sequence[str], scores: Tensor, title: str = ""):
+    """A matplotlib bar chart of one method's ``(N,)`` token importance (red positive, blue
+    negative, as in the report's strips); tokens label the axis up to 64 of them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = scores.detach().float().cpu().numpy()
+    figure, axes = plt.subplots(figsize=(min(12.0, 2.0 + 0.25 * len(values)), 2.5), dpi=100)
+    colors = ["#dc2626" if v >= 0 else "#2563eb" for v in values]
+    axes.bar(range(len(values)), values, color=colors, width=1.0 if len(values) > 64 else 0.8)
+    if len(values) <= 64:
+        axes.set_xticks(range(len(values)), list(tokens), rotation=90, fontsize=7)
+    else:
+        axes.set_xlabel(f"token (of {len(values)})")
+    axes.axhline(0.0, color="#444", linewidth=0.5)
+    if title:
+        axes.set_title(title, fontsize=9)
+    figure.tight_layout(pad=0.3)
     return figure
 
 
@@ -161,19 +187,47 @@ def render_report(
     return "\n".join(parts)
 
 
-def save_figures(weights: Mapping[str, Tensor], directory: str | Path) -> list[Path]:
-    """Write each head's heatmap as PNG and SVG: ``<layer>.head<h>.{png,svg}``."""
+def save_figures(
+    weights: Mapping[str, Tensor],
+    directory: str | Path,
+    explanations: Mapping[str, Tensor] | None = None,
+    tokens: Sequence[str] | None = None,
+) -> list[Path]:
+    """Write every figure of a report as PNG and SVG files and return their paths.
+
+    Args:
+        weights: ``{layer: (H, N, N)}``: each head's heatmap as ``<layer>.head<h>.{png,svg}``.
+        directory: where to write (created if missing).
+        explanations: ``{method: (N,) importance}``: each as ``importance.<method>.{png,svg}``
+            (the method's name with every run of other characters than letters, digits, ``.``,
+            ``_`` and ``-`` made one ``-``).
+        tokens: the ``N`` tokens labelling the importance charts (needed with ``explanations``).
+    """
     import matplotlib.pyplot as plt
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    figures = []
     for layer, matrices in weights.items():
         for head in range(matrices.shape[0]):
             figure = attention_figure(matrices[head], f"{layer} head {head}", size=3.0)
-            for suffix in ("png", "svg"):
-                path = directory / f"{layer or 'model'}.head{head}.{suffix}"
-                figure.savefig(path)
-                written.append(path)
-            plt.close(figure)
+            figures.append((f"{layer or 'model'}.head{head}", figure))
+    if explanations:
+        if tokens is None:
+            raise ValueError("tokens must be given with explanations (they label the charts)")
+        for method, scores in explanations.items():
+            if scores.shape != (len(tokens),):
+                raise ValueError(
+                    f"explanations[{method!r}] must have one score per token ({len(tokens)}), "
+                    f"got shape {tuple(scores.shape)}"
+                )
+            name = re.sub(r"[^A-Za-z0-9._-]+", "-", method)
+            figures.append((f"importance.{name}", importance_figure(tokens, scores, method)))
+    written = []
+    for stem, figure in figures:
+        for suffix in ("png", "svg"):
+            path = directory / f"{stem}.{suffix}"
+            figure.savefig(path)
+            written.append(path)
+        plt.close(figure)
     return written
