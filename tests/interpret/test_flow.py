@@ -98,6 +98,23 @@ def test_compiled_and_scipy_solvers_agree_exactly():
         np.testing.assert_array_equal(compiled, flow_module._solve_scipy(caps, targets))
 
 
+def test_compiled_solver_on_random_integer_graphs():
+    """Small integer graphs with many missing edges, one to four layers: every pair's max-flow
+    equals scipy's, including the pairs with no path (zero)."""
+    lib = flow_module._compiled()
+    if lib is None:
+        pytest.skip("no C compiler")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n, layers = int(rng.integers(2, 9)), int(rng.integers(1, 5))
+        caps = rng.integers(0, 50, size=(layers, n, n)).astype(np.int32)
+        caps[rng.random(caps.shape) < 0.4] = 0
+        targets = list(range(n))
+        np.testing.assert_array_equal(
+            flow_module._solve_c(lib, caps, targets), flow_module._solve_scipy(caps, targets)
+        )
+
+
 def test_flow_errors():
     with pytest.raises(ValueError, match="targets must be"):
         flow([torch.eye(3)[None, None]], targets=[3])
