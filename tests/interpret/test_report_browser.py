@@ -52,3 +52,22 @@ def test_console_errors_would_be_seen(chromium, tmp_path):
     """The check above can fail: a page that throws shows up in the console lines."""
     _, console = _render(chromium, "<script>missingFunction()</script>", tmp_path)
     assert any("missingFunction" in line for line in console)
+
+
+def test_report_fits_the_window_with_long_layer_names(chromium, tmp_path):
+    """Twelve heads of a BERT-style layer name per row: no horizontal scrolling at 1280 px (the
+    labels wrap; before, each cell was as wide as its label and the page 2359 px wide)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    torch.manual_seed(0)
+    weights = {
+        f"bert.encoder.layer.{i}.attention.self": torch.rand(12, 6, 6).softmax(-1) for i in range(2)
+    }
+    page = render_report(list("abcdef"), {"rollout": torch.rand(6)}, weights=weights)
+    (tmp_path / "page.html").write_text(page)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, args=FLAGS[1:5])
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.goto((tmp_path / "page.html").as_uri())
+        width = tab.evaluate("document.documentElement.scrollWidth")
+        browser.close()
+    assert width <= 1280

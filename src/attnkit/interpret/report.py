@@ -33,7 +33,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;t
 .ok{color:#1a7f37}.no{color:#b42318}.tokens{line-height:2;margin:.5rem 0 1.5rem}
 .tok{padding:.1rem .15rem;border-radius:.2rem;white-space:pre}
 .grid{display:grid;gap:4px}.grid img{width:100%;image-rendering:pixelated}
-.cell{font-size:.7rem;text-align:center}
+.cell{font-size:.7rem;text-align:center;overflow-wrap:anywhere}
 """
 
 
@@ -108,6 +108,11 @@ def _token_strip(tokens: Sequence[str], scores: Tensor) -> str:
     return '<div class="tokens">' + " ".join(spans) + "</div>"
 
 
+def _grid(columns: int) -> str:
+    """A grid of equal columns that shrink below their content (long layer names wrap)."""
+    return f'<div class="grid" style="grid-template-columns:repeat({columns},minmax(0,1fr))">'
+
+
 def _verdict_table(verdicts: Sequence[MethodVerdict]) -> str:
     rows = []
     for v in verdicts:
@@ -164,7 +169,7 @@ def render_report(
         layers = list(weights)
         heads = next(iter(weights.values())).shape[0]
         parts.append("<h2>Attention by layer and head</h2>")
-        parts.append(f'<div class="grid" style="grid-template-columns:repeat({heads},1fr)">')
+        parts.append(_grid(heads))
         for layer in layers:
             for head in range(heads):
                 image = _png(attention_figure(weights[layer][head]))
@@ -178,7 +183,7 @@ def render_report(
         if chosen not in weights:
             raise ValueError(f"head_layer must be one of {layers}, got {chosen!r}")
         parts.append(f"<h2>Heads of {html.escape(chosen)}</h2>")
-        parts.append('<div class="grid" style="grid-template-columns:repeat(4,1fr)">')
+        parts.append(_grid(4))
         for head in range(heads):
             image = _png(attention_figure(weights[chosen][head], f"head {head}", size=3.0))
             parts.append(f'<img alt="head {head}" src="data:image/png;base64,{image}">')
