@@ -17,24 +17,86 @@ app = typer.Typer(
 
 @app.command()
 def demo(
-    length: int = typer.Option(512, min=2, help="Sequence length of the tour's batch."),
+    out: Annotated[Path, typer.Option(help="Folder for the results and index.html.")] = Path(
+        "attnkit-demo"
+    ),
+    serve: Annotated[
+        bool, typer.Option(help="Afterwards, serve the monitor's dashboard on the run's data.")
+    ] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of --serve.")] = 8000,
+    quick: Annotated[
+        bool, typer.Option(help="Tiny sizes: every step runs in seconds, nothing learns well.")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this step (repeatable): tour, text, vision, series, explain, llm, "
+            "monitor."
+        ),
+    ] = None,
+    length: Annotated[
+        int | None, typer.Option(min=2, help="Sequence length of the mechanisms tour.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seeds every model and data draw.")] = 0,
+    threads: Annotated[
+        int, typer.Option(min=1, help="torch CPU threads (1 keeps runs reproducible).")
+    ] = 1,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Run every attention mechanism once and check it against its reference."""
+    """Tour attnkit on bundled data and models; write OUT/index.html linking every result.
+
+    Checks every mechanism against its reference, trains small soft, hard, self- and
+    multi-head attention models beside their no-attention baselines (text, images, series),
+    explains a pretrained MiniLM with faithfulness verdicts, runs the LLM signals and the
+    hallucination detector on the retrieval testbed and logs them to an SQLite monitor.
+    About 2-3 minutes on 2 CPU cores; re-running overwrites the results.
+    """
+    import dataclasses
+
     from rich.console import Console
     from rich.table import Table
 
-    from attnkit.demo import mechanisms_tour
+    from attnkit.demo import DemoError, DemoSizes, dashboard_app, run_demo
 
     console = Console()
-    table = Table(title=f"attnkit mechanisms, causal GQA self-attention over {length} tokens")
-    for column in ("mechanism", "what", "max |error| vs reference", "ms"):
-        table.add_column(column)
-    with console.status("running the mechanisms"):
-        steps = mechanisms_tour(length)
-    for step in steps:
-        error = "" if step.max_abs_error is None else f"{step.max_abs_error:.2e}"
-        table.add_row(step.name, step.detail, error, f"{step.milliseconds:.1f}")
-    console.print(table)
+    sizes = DemoSizes.quick() if quick else DemoSizes.full()
+    if length is not None:
+        sizes = dataclasses.replace(sizes, tour_length=length)
+
+    def show(result) -> None:
+        style = {"ok": "green", "skipped": "yellow"}.get(result.status, "red")
+        console.print(
+            f"[bold]{result.title}[/bold] [{style}]{result.status}[/{style}] "
+            f"({result.seconds:.1f} s)"
+        )
+        if result.table is not None:
+            table = Table(*result.table.columns)
+            for row in result.table.rows:
+                table.add_row(*row)
+            console.print(table)
+        for note in result.notes:
+            console.print(f"  - {note.replace('**', '')}", markup=False, highlight=False)
+
+    try:
+        run = run_demo(
+            out, sizes, steps=only, seed=seed, threads=threads, progress=progress, on_step=show
+        )
+    except DemoError as error:
+        raise typer.BadParameter(str(error), param_hint=error.option) from error
+    console.print(f"done in {run.seconds:.0f} s; open {run.index}")
+    if not run.ok:
+        failed = [r.name for r in run.results if r.status == "failed"]
+        console.print(f"[red]failed steps: {', '.join(failed)}[/red]")
+        raise typer.Exit(1)
+    if serve:
+        import uvicorn
+
+        try:
+            app_ = dashboard_app(run.out)
+        except DemoError as error:
+            raise typer.BadParameter(str(error), param_hint=error.option) from error
+        console.print(f"monitor dashboard: http://127.0.0.1:{port}/ (Ctrl+C stops it)")
+        uvicorn.run(app_, host="127.0.0.1", port=port)
 
 
 @app.command()
