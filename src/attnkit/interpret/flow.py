@@ -12,9 +12,10 @@ Max-flow is exact on integer capacities: weights are scaled by 2^24, so each cap
 (``layered_maxflow.c``), compiled with the system's C compiler on first use (under a second) and
 cached; it builds the residual graph once and restores only what each solve changed, and stops a
 solve when it reaches the bound min(out-capacity of the source, in-capacity of the sink), which the
-first, search-free phase nearly always does: the full 128 × 128 matrix over 6 layers takes seconds
-(``benchmarks/interpret_speed.py``). Without a compiler, or with ``ATTNKIT_NO_KERNEL=1``, each pair
-is one call of scipy's Dinic solver: the same numbers, about 30 times more slowly.
+first, search-free phase nearly always does: the full 128 × 128 matrix over 6 layers takes about
+2 s on two CPU cores (``benchmarks/interpret_speed.py``). Without a compiler, or with
+``ATTNKIT_NO_KERNEL=1``, each pair is one call of scipy's Dinic solver: the same numbers, 30 to 40
+times more slowly (about a minute for that matrix).
 """
 
 from __future__ import annotations
