@@ -132,6 +132,22 @@ def test_explain_a_bigru_checkpoint_and_unknown_words(tmp_path):
     assert "&lt;unk:zebra&gt;" in page and "data:image/png" not in page
 
 
+@pytest.mark.parametrize(("attention", "method"), [("hard", "hard attention"), ("none", None)])
+def test_explain_hard_and_mean_pooling(tmp_path, attention, method):
+    """Hard pooling is explained by the tokens it reads; the mean's uniform weights are left out."""
+    run, _ = _trained_run(tmp_path, attention)
+    target = load_explainable(str(run))
+    result = explain(target.model, target.tokenizer, TEXTS, steps=2)
+    behaviour = ["gradient x input", "integrated gradients", "leave-one-out"]
+    assert list(result.scores) == ([method] if method else []) + behaviour
+    if method:
+        ids, mask, _ = target.tokenizer(TEXTS)
+        with torch.no_grad():
+            read = target.model(ids, mask).weights
+        assert torch.equal(result.scores[method], read) and read.sum(-1).eq(1).all()
+    assert len(result.verdicts) == len(result.scores) - 1
+
+
 def test_load_explainable_errors(tmp_path, multihead):
     run, _ = multihead
     with pytest.raises(ValueError, match="'minilm', a Hugging Face model directory .*no such path"):
