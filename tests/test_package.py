@@ -53,8 +53,10 @@ def test_cli_version_and_backends():
     assert "sdpa" in result.output and "linear    approximate" in result.output
 
 
-def test_cli_demo_checks_every_backend():
-    result = CliRunner().invoke(app, ["demo", "--length", "16"])
+def test_cli_demo_checks_every_backend(tmp_path):
+    result = CliRunner().invoke(
+        app, ["demo", "--only", "tour", "--length", "16", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     for name in ("math", "sdpa", "linear", "kv cache", "capture", "sparsemax"):
         assert name in result.output

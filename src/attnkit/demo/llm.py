@@ -14,6 +14,7 @@ evaluation suite, and an SQLite monitor with its drift report.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -251,13 +252,15 @@ def monitor_step(context: StepContext) -> StepResult:
     path = folder / "monitor.db"
     for suffix in ("", "-wal", "-shm", "-journal"):  # rebuilt, never appended to
         path.with_name(path.name + suffix).unlink(missing_ok=True)
+    # the last day's prompts carry more facts per context and ask more often about absent keys
+    task = testbed.task
+    few = dataclasses.replace(task, max_facts=max(task.min_facts, task.max_facts - 1))
+    many = dataclasses.replace(task, min_facts=min(task.min_facts + 1, task.max_facts))
     windows = {
         "reference": make_examples(
-            sizes.monitor_reference, testbed.task, seed=2000 + seed, absent_share=0.1
+            sizes.monitor_reference, few, seed=2000 + seed, absent_share=0.1
         ),
-        "current": make_examples(
-            sizes.monitor_current, testbed.task, seed=3000 + seed, absent_share=0.6
-        ),
+        "current": make_examples(sizes.monitor_current, many, seed=3000 + seed, absent_share=0.6),
     }
     total = sum(map(len, windows.values())) + 1
     context.progress(0, total)
@@ -320,9 +323,19 @@ def monitor_step(context: StepContext) -> StepResult:
     )
     notes = [
         f"{count} generations logged to monitor/monitor.db (SQLite) through "
-        "attnkit.monitor.Monitor: a reference week with 10% absent-key questions, then a last "
-        "day with 60%.",
+        f"attnkit.monitor.Monitor: a reference week of contexts with {few.min_facts}-"
+        f"{few.max_facts} facts and 10% questions about absent keys, then a last day with "
+        f"{many.min_facts}-{many.max_facts} facts and 60% absent keys.",
         "Drifted signals in the last day: " + (", ".join(drifted) if drifted else "none") + ".",
+        *(
+            [
+                "The lookback ratio did not drift although far more answers are invented: on "
+                "this model it does not tell invented answers from grounded ones (see the llm "
+                "step's AUROC); longer contexts move the other signals."
+            ]
+            if "lookback_ratio" not in drifted and drifted
+            else []
+        ),
         "Browse them: attnkit demo --serve, or attnkit serve --db sqlite:///<out>/monitor/monitor.db.",
     ]
     return StepResult(
