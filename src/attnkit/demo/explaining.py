@@ -59,7 +59,7 @@ def explain_step(context: StepContext) -> StepResult:
 
     sizes, name, seed = context.sizes, "explain", context.seed
     folder = context.folder(name)
-    total = sizes.explain_steps + 1
+    total = 2 * sizes.explain_steps + 1  # explaining takes about as long as fine-tuning
     context.progress(0, total)
     with quiet_transformers():
         model, tokenizer = _load(seed)

@@ -222,18 +222,15 @@ def _run_step(name: str, label: str, step: Step, context: StepContext, console) 
     started = time.perf_counter()
     try:
         result = step(context)
-    except ImportError as error:
-        result = StepResult(
-            name,
-            label,
-            status="skipped",
-            notes=(f"needs an optional dependency: {error} (pip install 'attnkit[all]')",),
-        )
     except Exception as error:  # the other steps still run; the page and exit code say so
-        console.print_exception(max_frames=8)
-        result = StepResult(
-            name, label, status="failed", notes=(f"{type(error).__name__}: {error}",)
-        )
+        top = getattr(error, "name", None) or ""
+        if isinstance(error, ModuleNotFoundError) and top.partition(".")[0] not in ("", "attnkit"):
+            note = f"needs an optional dependency: {error} (pip install 'attnkit[all]')"
+            result = StepResult(name, label, status="skipped", notes=(note,))
+        else:  # attnkit's own import errors included
+            console.print_exception(max_frames=8)
+            note = f"{type(error).__name__}: {error}"
+            result = StepResult(name, label, status="failed", notes=(note,))
     return dataclasses.replace(result, seconds=time.perf_counter() - started)
 
 

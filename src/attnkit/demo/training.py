@@ -73,6 +73,7 @@ def _train(
         max_steps=steps,
         progress=False,
         train_metrics=False,
+        device="cpu",  # the demo's figures are CPU figures, on any machine
     )
     started = time.perf_counter()
     result = Trainer(recipe.model, config, loss=loss, metrics=recipe.metrics).fit(
