@@ -99,6 +99,7 @@ def test_cli_explain_writes_a_report(tmp_path):
         return " ".join(output.replace("│", " ").split())
 
     bad = CliRunner().invoke(app, ["explain", str(tmp_path), "text"])
-    assert bad.exit_code == 2 and "is not a Hugging Face model directory" in words(bad.output)
+    assert bad.exit_code == 2 and "is none of these" in words(bad.output)
+    assert "an attnkit checkpoint" in words(bad.output)
     beyond = CliRunner().invoke(app, ["explain", "minilm", "text", "--example", "3"])
     assert beyond.exit_code == 2 and "--example must be below" in words(beyond.output)

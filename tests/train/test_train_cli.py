@@ -95,3 +95,26 @@ def test_a_real_task_trains_from_the_cli(tmp_path):
     assert done.exit_code == 0, done.output
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
+
+
+@pytest.mark.slow
+def test_a_trained_text_model_is_explained_from_its_run_directory(tmp_path):
+    pytest.importorskip("captum")
+    run = tmp_path / "run"
+    args = ["train", "text", "--epochs", "1", "--max-steps", "5", "--out", str(run)]
+    options = ["-o", "n=200", "-o", "length=12", "-o", "fillers=20", "-o", "classes=2"]
+    done = runner.invoke(app, [*args, *options, "--no-progress"])
+    assert done.exit_code == 0, done.output
+    vocabulary = json.loads((run / "vocabulary.json").read_text())
+    assert vocabulary["tokens"][:2] == ["<pad>", "<unk>"] and vocabulary["classes"] == ["0", "1"]
+
+    report, figures = tmp_path / "report.html", tmp_path / "figures"
+    text = "filler3 class1_word0 filler7 filler2"
+    explained = runner.invoke(
+        app, ["explain", str(run), text, "--out", str(report), "--figures", str(figures)]
+    )
+    assert explained.exit_code == 0, explained.output
+    assert "leave-one-out" in explained.output
+    assert "class1_word0" in report.read_text()
+    pngs, svgs = sorted(figures.glob("*.png")), sorted(figures.glob("*.svg"))
+    assert pngs and [p.stem for p in pngs] == [p.stem for p in svgs]

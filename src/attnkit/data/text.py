@@ -31,18 +31,21 @@ from attnkit.data.evidence import EvidenceTask
 __all__ = [
     "PAD",
     "UNK",
+    "VOCABULARY_FILE",
     "TextData",
     "TextDataset",
     "Vocabulary",
     "evidence_dataset",
     "load_text_file",
     "pad_ids",
+    "save_vocabulary",
     "tokenize",
 ]
 
 PAD = "<pad>"  # id 0
 UNK = "<unk>"  # id 1
 EXTENSIONS = (".csv", ".tsv", ".jsonl")
+VOCABULARY_FILE = "vocabulary.json"  # {"tokens": [...], "classes": [...], "lowercase": bool}
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -301,3 +304,20 @@ def evidence_dataset(task: EvidenceTask) -> TextDataset:
     names = {word.split("_")[0] for word in task.vocabulary if word.startswith("class")}
     classes = tuple(str(c) for c in range(len(names)))
     return TextDataset(task.tokens + 2, task.labels, vocabulary, classes, task.evidence)
+
+
+def save_vocabulary(
+    directory: str | Path, tokens: Sequence[str], classes: Sequence[str], lowercase: bool = True
+) -> Path:
+    """Write ``vocabulary.json`` into a run or checkpoint directory, for
+    :func:`attnkit.interpret.load_explainable`.
+
+    Args:
+        tokens: the training vocabulary by id (``dataset.vocabulary.tokens``).
+        classes: class names by id (``dataset.classes``).
+    """
+    path = Path(directory) / VOCABULARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"tokens": list(tokens), "classes": [str(c) for c in classes], "lowercase": lowercase}
+    path.write_text(json.dumps(payload))
+    return path

@@ -7,7 +7,8 @@
 - a Hugging Face sequence-classifier directory (it holds ``config.json``);
 - an attnkit text-classifier checkpoint (:func:`attnkit.train.checkpoint.save_checkpoint`: a
   directory with ``state.json``, or the run directory that holds ``checkpoint/``), whose words
-  come from ``vocabulary.json`` next to it (:func:`save_vocabulary`).
+  come from ``vocabulary.json`` next to it (:func:`attnkit.data.text.save_vocabulary`, which
+  ``attnkit train`` calls for text tasks).
 
 The Hugging Face cases need the ``hf`` extra; nothing heavy is imported before the call.
 """
@@ -23,9 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnkit.data.text import VOCABULARY_FILE, save_vocabulary
+
 __all__ = ["VOCABULARY_FILE", "Explainable", "WordTokenizer", "load_explainable", "save_vocabulary"]
 
-VOCABULARY_FILE = "vocabulary.json"  # {"tokens": [...], "classes": [...], "lowercase": bool}
 _TEXT_CONFIG = "attnkit.models.text.TextClassifierConfig"
 
 
@@ -68,22 +70,6 @@ class WordTokenizer:
             for w, row in zip(words, ids, strict=True)
         ]
         return padded, mask, shown
-
-
-def save_vocabulary(
-    directory: str | Path, tokens: Sequence[str], classes: Sequence[str], lowercase: bool = True
-) -> Path:
-    """Write ``vocabulary.json`` into a run or checkpoint directory, for :func:`load_explainable`.
-
-    Args:
-        tokens: the training vocabulary by id (``dataset.vocabulary.tokens``).
-        classes: class names by id (``dataset.classes``).
-    """
-    path = Path(directory) / VOCABULARY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"tokens": list(tokens), "classes": [str(c) for c in classes], "lowercase": lowercase}
-    path.write_text(json.dumps(payload))
-    return path
 
 
 def load_explainable(model: str) -> Explainable:

@@ -60,6 +60,11 @@ def _train_and_report(
     result = trainer.fit(recipe.train, recipe.val, recipe.test, resume=out if resume else None)
     if rank != 0:
         return result
+    vocabulary = getattr(recipe.train, "vocabulary", None)
+    if out is not None and vocabulary is not None:  # text tasks: what `attnkit explain` reads
+        from attnkit.data.text import save_vocabulary
+
+        save_vocabulary(out, vocabulary.tokens, recipe.train.classes)
     console = Console()
     title = f"{recipe.name}, attention={attention}, {result.steps} steps"
     if world > 1:
