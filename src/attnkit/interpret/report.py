@@ -30,7 +30,8 @@ MAX_PIXELS = 128  # largest side of a pooled attention heatmap
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:80rem}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-.ok{color:#1a7f37}.no{color:#b42318}.tokens{line-height:2;margin:.5rem 0 1.5rem}
+.ok{color:#1a7f37}.no{color:#b42318}.unsure{color:#9a6700}
+.tokens{line-height:2;margin:.5rem 0 1.5rem}
 .tok{padding:.1rem .15rem;border-radius:.2rem;white-space:pre}
 .grid{display:grid;gap:4px}.grid img{width:100%;image-rendering:pixelated}
 .cell{font-size:.7rem;text-align:center;overflow-wrap:anywhere}
@@ -116,7 +117,11 @@ def _grid(columns: int) -> str:
 def _verdict_table(verdicts: Sequence[MethodVerdict]) -> str:
     rows = []
     for v in verdicts:
-        mark = '<span class="ok">trust</span>' if v.trusted else '<span class="no">do not</span>'
+        mark = {
+            "trusted": '<span class="ok">trust</span>',
+            "flagged": '<span class="no">do not</span>',
+            "inconclusive": '<span class="unsure">no verdict</span>',
+        }[v.verdict]
         rows.append(
             f"<tr><td>{html.escape(v.method)}</td><td>{mark}</td><td>{v.gain:.0%}</td>"
             f"<td>{v.tau:.2f}</td><td>{v.comprehensiveness:.3f}</td>"

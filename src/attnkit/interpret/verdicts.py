@@ -10,6 +10,11 @@ with ERASER comprehensiveness (DeYoung et al. 2020), and when it ranks tokens in
 direction as the reference (Kendall's τ > 0; Jain & Wallace 2019). Kendall's τ over *all* tokens
 is reported but not thresholded: the many tokens a model ignores rank in arbitrary order under any
 method, which pulls τ towards zero even for faithful explanations.
+
+No verdict is given when the reference itself barely beats a random ranking (its comprehensiveness
+exceeds random by less than :data:`MIN_SPAN`, in units of the predicted class's probability): the
+output does not respond to removing tokens on these inputs (an untrained head, a saturated
+prediction), the gain is noise over noise, and such a method is *inconclusive*, not trusted.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from torch import Tensor
 from attnkit.interpret.attribution import Classifier
 from attnkit.interpret.faithfulness import BINS, eraser, rank_agreement
 
-__all__ = ["MIN_GAIN", "MethodVerdict", "judge"]
+__all__ = ["MIN_GAIN", "MIN_SPAN", "MethodVerdict", "judge"]
 
 MIN_GAIN = 0.5  # share of the reference's comprehensiveness gain over random needed for trust
+MIN_SPAN = 0.05  # the reference must beat random by this much probability for any verdict
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,19 @@ class MethodVerdict:
     random_comprehensiveness: float  # AOPC of a random ranking
     reference_comprehensiveness: float  # AOPC of the reference ranking
     sufficiency: float  # AOPC: lower means its top tokens suffice
-    trusted: bool
+    trusted: bool  # False when inconclusive
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether the reference beats a random ranking by :data:`MIN_SPAN` (a verdict at all)."""
+        return self.reference_comprehensiveness - self.random_comprehensiveness >= MIN_SPAN
+
+    @property
+    def verdict(self) -> str:
+        """``"trusted"``, ``"flagged"`` or ``"inconclusive"``."""
+        if not self.conclusive:
+            return "inconclusive"
+        return "trusted" if self.trusted else "flagged"
 
     @property
     def gain(self) -> float:
@@ -59,6 +77,13 @@ class MethodVerdict:
             f"{self.random_comprehensiveness:.2f}, {self.reference} "
             f"{self.reference_comprehensiveness:.2f}; τ = {self.tau:.2f})"
         )
+        if not self.conclusive:
+            return (
+                f"{self.method}: no verdict: removing {self.reference}'s top tokens barely changes "
+                f"the prediction (comprehensiveness {self.reference_comprehensiveness:.3f}, random "
+                f"{self.random_comprehensiveness:.3f}), so the output does not respond to removed "
+                "tokens on these inputs and no explanation can be checked against it"
+            )
         if self.trusted:
             return f"{self.method} points at what the model uses: {numbers}"
         return (
@@ -105,6 +130,6 @@ def judge(
             sufficiency=erased.sufficiency_aopc,
             trusted=False,
         )
-        trusted = verdict.gain >= MIN_GAIN and verdict.tau > 0
+        trusted = verdict.conclusive and verdict.gain >= MIN_GAIN and verdict.tau > 0
         result.append(MethodVerdict(**{**verdict.__dict__, "trusted": trusted}))
     return result
