@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -117,3 +119,34 @@ def write_results(name: str, payload: dict[str, object], table: str) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(table + "\n")
     return path
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]  # fmt: skip  (as tests/interpret/test_report_browser.py: no network, no first-run work)
+
+
+def screenshot(page: Path, png: Path, profile: Path, size: tuple[int, int] = (1280, 1600)) -> float:
+    """Load ``page`` in Debian's headless Chromium and save a ``size`` screenshot to ``png``.
+
+    Returns the seconds it took (Chromium's start included). ``profile`` is the user-data
+    directory (reuse one to keep its creation out of later timings). Raises ``FileNotFoundError``
+    when ``chromium`` is not installed.
+    """
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise FileNotFoundError("chromium is not installed (Debian package chromium)")
+    start = time.perf_counter()
+    subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--window-size={size[0]},{size[1]}",
+         f"--user-data-dir={profile}", f"--screenshot={png}", page.resolve().as_uri()],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return time.perf_counter() - start

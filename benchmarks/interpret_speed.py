@@ -24,7 +24,6 @@ import importlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,21 +35,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.interpret import flow, rollout
 from attnkit.interpret.report import render_report
-from harness import machine, markdown_table, write_results
+from harness import machine, markdown_table, screenshot, write_results
 
 flow_module = importlib.import_module("attnkit.interpret.flow")  # the package re-exports flow()
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1600",
-]  # fmt: skip  (as tests/interpret/test_report_browser.py)
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -124,16 +111,6 @@ def _flow_rows(weights, label, repeats, quick):
     ]  # fmt: skip
 
 
-def _chromium_seconds(chromium: str, page: Path, work: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={work / 'profile'}",
-         f"--screenshot={work / 'shot.png'}", page.as_uri()],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -159,19 +136,19 @@ def main() -> None:
     build_seconds = time.perf_counter() - start
     del weights
     size_mb = len(page.encode()) / 1e6
-    chromium = shutil.which("chromium")
     load_seconds = empty_seconds = None
-    if chromium is not None:
+    if shutil.which("chromium") is not None:
         with tempfile.TemporaryDirectory() as work:
             work = Path(work)
             (work / "report.html").write_text(page)
             (work / "empty.html").write_text("<!doctype html><title>empty</title>")
-            _chromium_seconds(chromium, work / "empty.html", work)  # the profile is created once
+            shot, profile = work / "shot.png", work / "profile"
+            screenshot(work / "empty.html", shot, profile)  # the profile is created once
             empty_seconds = statistics.median(
-                _chromium_seconds(chromium, work / "empty.html", work) for _ in range(args.repeats)
+                screenshot(work / "empty.html", shot, profile) for _ in range(args.repeats)
             )
             load_seconds = statistics.median(
-                _chromium_seconds(chromium, work / "report.html", work) for _ in range(args.repeats)
+                screenshot(work / "report.html", shot, profile) for _ in range(args.repeats)
             )
 
     def seconds(value: float | None) -> str:
