@@ -130,6 +130,10 @@ def explain_step(context: StepContext) -> StepResult:
     return StepResult(
         name=name,
         title="Explanations of a pretrained transformer, with faithfulness verdicts",
+        headline=f"accuracy {accuracy:.0%}; trusted: "
+        + (", ".join(v.method for v in result.verdicts if v.trusted) or "none")
+        + "; flagged: "
+        + (", ".join(flagged) or "none"),
         figures=figures,
         notes=tuple(notes),
         table=Table(

@@ -197,6 +197,14 @@ def llm_step(context: StepContext) -> StepResult:
     return StepResult(
         name=name,
         title="LLM: attention signals and the hallucination detector on the retrieval testbed",
+        headline=f"{verdicts['grounded']} grounded, {verdicts['wrong']} wrong, "
+        f"{verdicts['invented']} invented answers"
+        + (
+            f"; AUROC: Lookback Lens {aurocs['Lookback Lens (lookback ratio of every head)']:.2f}, "
+            f"token probability {aurocs['token probability (no attention, no fitting)']:.2f}"
+            if aurocs
+            else "; one label only, no detector"
+        ),
         figures=figures,
         notes=tuple(notes),
         table=Table(("detector (1 = answer not grounded in the context)", "AUROC"), rows)
@@ -341,6 +349,8 @@ def monitor_step(context: StepContext) -> StepResult:
     return StepResult(
         name=name,
         title="Monitoring: generations logged to SQLite, drift of the last day",
+        headline=f"{count} records; drifted in the last day: "
+        + (", ".join(drifted) if drifted else "none"),
         figures={"records": float(count), "drifted signals": float(len(drifted))},
         notes=tuple(notes),
         table=Table(("signal", "test", "statistic", "verdict"), rows),

@@ -135,7 +135,7 @@ def render_index(
     facts = " · ".join(f"{_text(k)} {_text(v)}" for k, v in (about or {}).items())
     overview = []
     for result in results:
-        first = result.notes[0] if result.notes else ""
+        first = result.headline or (result.notes[0] if result.notes else "")
         overview.append(
             f'<tr><td><a href="#{_text(result.name)}">{_text(result.title)}</a></td>'
             f'<td class="{_text(result.status)}">{_text(result.status)}</td>'

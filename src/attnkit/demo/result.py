@@ -42,12 +42,14 @@ class StepResult:
 
     ``figures`` are the headline numbers (``{"soft accuracy": 0.92, ...}``); ``files`` are paths
     relative to the demo's output folder (figures shown on the page are the ``.png`` ones);
-    ``notes`` are sentences, each a finding in words. ``status`` is ``"ok"``, ``"skipped"`` (an
+    ``notes`` are sentences, each a finding in words, and ``headline`` the step's finding in one
+    line. ``status`` is ``"ok"``, ``"skipped"`` (an
     optional extra is missing; ``notes`` says which) or ``"failed"`` (``notes`` holds the error).
     """
 
     name: str  # short id, also the folder of its files: "text"
     title: str  # a heading: "Text classification: attention pooling vs mean pooling"
+    headline: str = ""  # the finding in one line, for the overview (default: the first note)
     figures: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     table: Table | None = None

@@ -121,6 +121,32 @@ def _curves(runs: list[_Run], metric: str, ylabel: str, path, title: str) -> Non
     plt.close(figure)
 
 
+def _headline(
+    metric: str,
+    labels: dict[str, str],
+    values: dict[str, float],
+    baselines: str | tuple[str, ...],
+    *,
+    higher: bool,
+) -> str:
+    """``"test accuracy: soft 92.0%, ..., mean pooling 54.0% (a baseline wins)"``."""
+    baselines = (baselines,) if isinstance(baselines, str) else baselines
+    percent = higher  # accuracies are shown as percentages, errors as numbers
+
+    def shown(value: float) -> str:
+        return f"{value:.1%}" if percent else f"{value:.3f}"
+
+    cells = ", ".join(f"{labels[key]} {shown(values[key])}" for key in labels)
+    best = (max if higher else min)(labels, key=lambda key: values[key])
+    twin = baselines[0]  # the same model without attention
+    sign = 1 if higher else -1
+    behind = [k for k in labels if k not in baselines and sign * (values[k] - values[twin]) < 0]
+    tail = [f"best: {labels[best]}, a baseline"] if best in baselines else []
+    if behind:
+        tail.append(f"{', '.join(labels[k] for k in behind)} behind {labels[twin]}")
+    return f"{metric}: {cells}" + (f" ({'; '.join(tail)})" if tail else "")
+
+
 def _points(value: float, other: float) -> str:
     return f"{100 * abs(value - other):.1f} points"
 
@@ -214,6 +240,13 @@ def text_step(context: StepContext) -> StepResult:
     return StepResult(
         name=name,
         title="Text: attention pooling vs mean pooling (evidence task)",
+        headline=_headline(
+            "test accuracy",
+            {"soft": "soft", "multihead": "self-attention", "hard": "hard", "none": "mean pooling"},
+            {a: r.test["accuracy"] for a, r in by_name.items()},
+            "none",
+            higher=True,
+        ),
         figures={f"{a} accuracy": r.test["accuracy"] for a, r in by_name.items()}
         | {f"{a} evidence weight": r.test["evidence_weight"] for a, r in by_name.items()},
         notes=tuple(notes),
@@ -328,6 +361,13 @@ def vision_step(context: StepContext) -> StepResult:
     return StepResult(
         name=name,
         title="Images: ViT vs no-attention baselines (sklearn digits, 8x8)",
+        headline=_headline(
+            "test accuracy",
+            {"vit": "ViT", "hard": "hard top-8", "mean": "mean mixing", "cnn": "CNN"},
+            accuracy,
+            ("mean", "cnn"),
+            higher=True,
+        ),
         figures={f"{key} accuracy": value for key, value in accuracy.items()},
         notes=tuple(notes),
         table=Table(("model", "parameters", "test accuracy", "train s"), rows, timing=("train s",)),
@@ -488,6 +528,23 @@ def series_step(context: StepContext) -> StepResult:
     return StepResult(
         name=name,
         title="Time series: lag attention vs no attention vs classical baselines (Mauna Loa CO2)",
+        headline=_headline(
+            "test MAE (ppm)",
+            {
+                "soft": "soft",
+                "multihead": "multi-head",
+                "none": "no attention",
+                "naive": "seasonal naive",
+                "ar": "linear AR",
+            },
+            {a: r.test["mae"] for a, r in runs.items()}
+            | {
+                "naive": scores["seasonal naive (last year again)"]["mae"],
+                "ar": scores["linear autoregression"]["mae"],
+            },
+            ("none", "naive", "ar"),
+            higher=False,
+        ),
         figures={f"{a} mae": r.test["mae"] for a, r in runs.items()}
         | {"seasonal naive mae": scores["seasonal naive (last year again)"]["mae"]},
         notes=tuple(notes),
