@@ -93,8 +93,7 @@ def demo(
         raise typer.BadParameter(str(error), param_hint=error.option) from error
     console.print(f"done in {run.seconds:.0f} s; open {run.index}")
     if not run.ok:
-        failed = [r.name for r in run.results if r.status == "failed"]
-        console.print(f"[red]failed steps: {', '.join(failed)}[/red]")
+        console.print(f"[red]failed steps: {', '.join(run.failed)}[/red]")
         raise typer.Exit(1)
     if serve:
         import uvicorn

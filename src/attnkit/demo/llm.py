@@ -169,8 +169,8 @@ def llm_step(context: StepContext) -> StepResult:
             if example.expected is not None:
                 row["expected"] = example.expected
             handle_out.write(json.dumps(row) + "\n")
-    suite = default_suite(detector, batch_size=16)
-    result = suite.run(suite_examples, model, tokenizer, max_new_tokens=12)
+    suite = default_suite(detector)  # as attnkit eval runs it: the same result from the CLI
+    result = suite.run(suite_examples, model, tokenizer, max_new_tokens=32)
     result.to_json(folder / "eval.json")
     result.to_html(folder / "eval.html")
     context.progress(total, total)

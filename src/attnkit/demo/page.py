@@ -27,7 +27,7 @@ th{background:#f6f8fa}.ok{color:#1a7f37;font-weight:600}.skipped{color:#9a6700;f
 .failed{color:#b42318;font-weight:600}.figs{display:flex;flex-wrap:wrap;gap:1rem}
 .figs figure{margin:0}.figs img{max-width:34rem;width:100%;border:1px solid #d0d7de}
 figcaption{font-size:.8rem;color:#57606a}code{background:#f6f8fa;padding:.1rem .3rem;
-border-radius:.2rem}ul.notes li{margin:.3rem 0}.files li{margin:.15rem 0}
+border-radius:.2rem}ul.notes li{margin:.3rem 0}.files li{margin:.15rem 0}.time{white-space:nowrap}
 """
 _CSP = "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'"
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnkit.demo.result import DemoSizes, StepContext, StepResult
+from attnkit.demo.result import DemoSizes, StepContext, StepResult, Table
 
 __all__ = ["STEPS", "DemoError", "DemoRun", "dashboard_app", "prepare_out", "run_demo"]
 
@@ -57,17 +57,24 @@ class DemoError(Exception):
 
 @dataclass(frozen=True)
 class DemoRun:
-    """A finished demo: its steps' results, the index page and the wall time."""
+    """A finished demo: its steps' results (with ``steps=``, also the earlier run's results of
+    the other steps, read from ``summary.json``), the index page and the wall time."""
 
     out: Path
     results: tuple[StepResult, ...]
     index: Path
     seconds: float
+    ran: tuple[str, ...] = ()  # the steps this run ran (the others are an earlier run's)
+
+    @property
+    def failed(self) -> list[str]:
+        """The steps of this run that failed."""
+        return [r.name for r in self.results if r.name in self.ran and r.status == "failed"]
 
     @property
     def ok(self) -> bool:
-        """No step failed (skipped steps are fine: an optional extra is not installed)."""
-        return all(result.status != "failed" for result in self.results)
+        """No step of this run failed (skipped is fine: an optional extra is not installed)."""
+        return not self.failed
 
     @property
     def database(self) -> Path:
@@ -141,7 +148,8 @@ def run_demo(
     Args:
         out: output folder (created).
         sizes: :meth:`DemoSizes.full` by default; :meth:`DemoSizes.quick` for a smoke run.
-        steps: names from :data:`STEPS` to run (in :data:`STEPS` order); default all.
+        steps: names from :data:`STEPS` to run (in :data:`STEPS` order); default all. The
+            index page keeps the other steps of an earlier run in ``out``, if any.
         seed: seeds every model and data draw.
         threads: torch CPU threads while the demo runs (restored afterwards).
         console: a ``rich.console.Console`` for the bars (default: a new one on stderr).
@@ -201,7 +209,12 @@ def run_demo(
     finally:
         torch.set_num_threads(old_threads)
     seconds = time.perf_counter() - started
-    ordered = tuple(results.values())
+    kept = _earlier_results(out, skip=set(results)) if steps is not None else {}
+    ordered = tuple(
+        results[name] if name in results else kept[name]
+        for name in STEPS
+        if name in results or name in kept
+    )
     (out / "summary.json").write_text(
         json.dumps({"steps": [_summary(r) for r in ordered]}, indent=1, default=str) + "\n"
     )
@@ -212,7 +225,37 @@ def run_demo(
         render_index(ordered, out, about=_about(threads), commands=_commands(out), seconds=seconds),
         encoding="utf-8",
     )
-    return DemoRun(out, ordered, index, seconds)
+    return DemoRun(out, ordered, index, seconds, tuple(results))
+
+
+def _earlier_results(out: Path, skip: set[str]) -> dict[str, StepResult]:
+    """The results of an earlier run's steps in ``out/summary.json`` (those not in ``skip``),
+    so that ``--only`` updates some steps of the index page and keeps the others."""
+    path = out / "summary.json"
+    try:
+        steps = json.loads(path.read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    kept = {}
+    for step in steps:
+        try:
+            if step["name"] in skip or step["name"] not in STEPS:
+                continue
+            table = step.get("table")
+            if table is not None:
+                table = Table(
+                    tuple(table["columns"]),
+                    tuple(tuple(row) for row in table["rows"]),
+                    tuple(table.get("timing", ())),
+                )
+            fields = {f.name for f in dataclasses.fields(StepResult)} - {"data", "table"}
+            values = {key: step[key] for key in fields if key in step}
+            values["notes"] = tuple(values.get("notes", ()))
+            values["files"] = tuple(values.get("files", ()))
+            kept[step["name"]] = StepResult(**values, table=table)
+        except (KeyError, TypeError, ValueError):
+            continue  # a summary from another version: that step is left out
+    return kept
 
 
 def _run_step(name: str, label: str, step: Step, context: StepContext, console) -> StepResult:
