@@ -91,6 +91,13 @@ def test_quick_demo_runs_every_step_with_real_results(runs):
     assert figures["llm"]["invented answers"] == quick.testbed_questions // 2
     assert figures["monitor"]["records"] == quick.monitor_reference + quick.monitor_current
     assert figures["tour"]["max exact error"] < 1e-4
+    # the saved testbed stops at ';' for any loader (attnkit eval generates what the demo did)
+    generation = json.loads((out / "llm" / "model" / "generation_config.json").read_text())
+    from attnkit.llm.testbed import TaskConfig
+
+    vocabulary = TaskConfig().vocabulary
+    assert generation["eos_token_id"] == vocabulary.index(";")
+    assert generation["pad_token_id"] == vocabulary.index("<pad>")
     # what the CLI printed: each step's table, e.g. the tour's backends
     printed = " ".join(first["output"].split())  # rich wraps long lines at 80 columns
     for name in ("sdpa", "kv cache", "sparsemax", "Text: attention pooling vs mean pooling"):

@@ -102,6 +102,9 @@ def llm_step(context: StepContext) -> StepResult:
         handle.remove()
     with quiet_transformers():
         model, tokenizer, task = load_testbed(save_testbed(lm, task, folder / "model"))
+        # stop at ';' and pad with <pad> for any loader too, so that attnkit eval on this
+        # directory generates what the demo did
+        model.generation_config.save_pretrained(folder / "model")
     examples = make_examples(sizes.testbed_questions, task, seed=1000 + seed)
     labelled = run_examples(model, tokenizer, examples)
     context.progress(total - 1, total)
@@ -129,7 +132,7 @@ def llm_step(context: StepContext) -> StepResult:
     n = len(labelled)
     notes = [
         f"A {sum(p.numel() for p in lm.parameters()):,}-parameter CausalLM (2 layers x 4 heads) "
-        f"trained {sizes.testbed_steps} steps ({train_seconds:.0f} s, final loss {loss:.3f}) to "
+        f"trained {sizes.testbed_steps} steps of 64 (final loss {loss:.3f}) to "
         "copy a key's value from its context; saved and reloaded as a Hugging Face Llama.",
         f"Of {n} greedy answers ({verdicts['invented']} about absent keys): "
         f"{verdicts['grounded']} grounded, {verdicts['wrong']} wrong, {verdicts['invented']} "
@@ -187,6 +190,7 @@ def llm_step(context: StepContext) -> StepResult:
         figures["lookback lens auroc"] = aurocs["Lookback Lens (lookback ratio of every head)"]
         figures["token probability auroc"] = aurocs["token probability (no attention, no fitting)"]
     payload = {
+        "train_seconds": train_seconds,
         "train_steps": sizes.testbed_steps,
         "final_loss": loss,
         "verdicts": dict(verdicts),
