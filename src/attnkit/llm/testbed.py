@@ -18,7 +18,7 @@ A key with its ``=`` is one token (``k00=`` ... ``k99=``), so that finding the f
 one induction step (Olsson et al. 2022: find the earlier ``k05=``, copy what followed it); values
 are character tokens, no character repeating within a context. With ``shared_prefix=p`` every
 value of a context starts with the same ``p`` characters: past them, copying must tell the facts
-apart, and a model that has not quite learned to copies another fact's tail, so that greedy and
+apart, and a model that has not quite learned it copies another fact's tail, so that greedy and
 sampled answers to present keys go wrong now and then. The tokenizer is a
 ``tokenizers`` word-level model wrapped as a ``transformers.PreTrainedTokenizerFast`` (offsets
 included, so ``attnkit.llm.generate(context=<substring>)`` works), saved and loaded offline.
