@@ -9,7 +9,9 @@ sentences:
 - every explanation method of :func:`attnkit.interpret.explain.explain`: how often its
   top-ranked word is the evidence word, and its verdict against leave-one-out;
 - Michel et al.'s head importance on training batches and the accuracy as heads are pruned from
-  least to most important (how many of the 72 heads can go before accuracy drops).
+  least to most important (how many of the 72 heads can go before accuracy drops);
+- the HTML report of the first held-out sentence (``results/minilm_report.html``) and, where
+  Debian's ``chromium`` is installed, its screenshot (``results/minilm_report.png``).
 
     python benchmarks/minilm.py [--steps 300] [--examples 64] [--seed 0]
 """
@@ -17,7 +19,9 @@ sentences:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attnkit.data import make_evidence_task
 from attnkit.interpret import head_importance, prune_heads
 from attnkit.interpret.explain import explain
-from harness import RESULTS, machine, markdown_table, write_results
+from harness import RESULTS, machine, markdown_table, screenshot, write_results
 
 POSITIVE = ("excellent", "wonderful", "superb", "brilliant")
 NEGATIVE = ("terrible", "awful", "dreadful", "horrible")
@@ -105,6 +109,11 @@ def main() -> None:
     test_accuracy = accuracy(model, batch, labels)
 
     result = explain(model, tokenizer, texts)
+    page = RESULTS / "minilm_report.html"
+    page.write_text(result.report(0, title=f"attnkit explain: fine-tuned MiniLM, {texts[0]!r}"))
+    if shutil.which("chromium") is not None:
+        with tempfile.TemporaryDirectory() as profile:
+            screenshot(page, RESULTS / "minilm_report.png", Path(profile), size=(1280, 3400))
     words = result.mask.clone()
     words[:, 0] = False  # [CLS]
     words[torch.arange(len(texts)), result.mask.sum(1) - 1] = False  # [SEP]

