@@ -104,7 +104,7 @@ def explain_step(context: StepContext) -> StepResult:
             "gain": None if verdict is None else verdict.gain,
             "trusted": None if verdict is None else verdict.trusted,
         }
-        word = "reference" if verdict is None else ("trusted" if verdict.trusted else "flagged")
+        word = "reference" if verdict is None else verdict.verdict
         tau = "" if verdict is None else f"{verdict.tau:.2f}"
         gain = "" if verdict is None else f"{verdict.gain:.0%}"
         rows.append((method, f"{found:.0%}", tau, gain, word))
@@ -113,7 +113,7 @@ def explain_step(context: StepContext) -> StepResult:
         result.report(0, title=f"attnkit demo: all-MiniLM-L6-v2 explains {held_out[0]!r}"),
         encoding="utf-8",
     )
-    flagged = [v.method for v in result.verdicts if not v.trusted]
+    flagged = [v.method for v in result.verdicts if v.verdict == "flagged"]
     notes = [
         f"all-MiniLM-L6-v2 (6 layers x 12 heads), last layer and a two-class head fine-tuned "
         f"{sizes.explain_steps} steps: held-out accuracy {accuracy:.0%} on {len(held_out)} "
