@@ -295,3 +295,10 @@ def test_result_score_and_rule():
     assert result.score == result.p_value and result.rule == "p <= 0.05"
     result = drift_test([1, 2, 3], [4, 5, 6], method="psi")
     assert result.score == result.statistic and result.rule == "psi >= 0.1"
+
+
+def test_jensen_shannon_on_a_range_too_narrow_for_its_bins():
+    """Found by hypothesis: 0 and the smallest denormal cannot hold 30 distinct bin edges."""
+    assert 0.0 <= jensen_shannon([0.0], [5e-324]) <= math.sqrt(math.log(2))  # no error
+    assert jensen_shannon([0.0, 5e-324], [0.0, 5e-324]) == 0.0
+    assert jensen_shannon([0.0], [1e-300]) == pytest.approx(math.sqrt(math.log(2)))

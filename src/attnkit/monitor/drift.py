@@ -210,14 +210,20 @@ def jensen_shannon(reference: ArrayLike, current: ArrayLike, bins: int = JS_BINS
 
     The ``bins`` equal-width bins span the range of both windows together
     (``numpy.histogram_bin_edges``); the distance is ``scipy.spatial.distance.jensenshannon``
-    of the two bin proportions, in ``[0, sqrt(ln 2)]``.
+    of the two bin proportions, in ``[0, sqrt(ln 2)]``. A range too narrow to hold ``bins``
+    distinct float edges (e.g. ``0`` and ``5e-324``) gets as many bins as it can hold.
     """
     from scipy.spatial.distance import jensenshannon
 
     if bins < 1:
         raise ValueError(f"bins must be positive, got {bins}")
     ref, cur = _sample(reference, "reference"), _sample(current, "current")
-    edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=bins)
+    both = np.concatenate([ref, cur])
+    low, high = both.min(), both.max()
+    if low == high:
+        edges = np.histogram_bin_edges(both, bins=bins)
+    else:
+        edges = np.unique(np.linspace(low, high, bins + 1))
     r = np.histogram(ref, edges)[0] / ref.size
     c = np.histogram(cur, edges)[0] / cur.size
     return float(jensenshannon(r, c))
