@@ -34,12 +34,10 @@ from attnkit.models.timeseries import (
     SERIES_SETTINGS,
     AttentionForecaster,
     ForecasterConfig,
-    LinearAR,
+    classical_baselines,
     interpret_output,
-    pinball_loss,
+    matched_hidden,
     plot_forecast,
-    residual_quantiles,
-    seasonal_naive,
     series_recipe,
 )
 from attnkit.train import TrainConfig, Trainer
@@ -65,46 +63,11 @@ def parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def matched_hidden(name: str, attention: str, target: int) -> int:
-    """Width of the ``attention`` variant whose parameter count is closest to ``target``."""
-    settings = SERIES_SETTINGS[name]
-
-    def count(hidden: int) -> int:
-        config = ForecasterConfig(**settings, hidden=hidden, attention=attention)
-        return parameters(AttentionForecaster(config))
-
-    step = 4 if attention == "multihead" else 1  # heads must divide the width
-    return min(range(8, 129, step), key=lambda h: abs(count(h) - target))
-
-
 def baselines(name: str) -> dict[str, dict[str, float]]:
-    """Seasonal naive and linear AR on the test windows, in the series' units.
-
-    ``mae`` is of the median forecast (point + median training residual), as for the neural
-    models; ``mae_point`` of the bare point forecast.
-    """
+    """Seasonal naive and linear AR on the test windows (:func:`classical_baselines`)."""
     settings = SERIES_SETTINGS[name]
     splits = split_series(load_series(name), settings["window"], settings["horizon"])
-    train, test, scale = splits.train, splits.test, splits.scaler.std
-    period = splits.series.period
-    ar = LinearAR.fit(train.past, train.future)
-    points = {
-        "seasonal naive": (
-            seasonal_naive(train.past, splits.horizon, period),
-            seasonal_naive(test.past, splits.horizon, period),
-        ),
-        "linear AR": (ar.predict(train.past), ar.predict(test.past)),
-    }
-    middle = QUANTILES.index(0.5)
-    out = {}
-    for model, (fitted, point) in points.items():
-        band = residual_quantiles(point, train.future - fitted, QUANTILES)
-        out[model] = {
-            "mae": float((band[..., middle] - test.future).abs().mean()) * scale,
-            "pinball": float(pinball_loss(band, test.future, QUANTILES)) * scale,
-            "mae_point": float((point - test.future).abs().mean()) * scale,
-        }
-    return out
+    return classical_baselines(splits, QUANTILES)
 
 
 def neural(name: str, attention: str, hidden: int, seed: int, quick: bool) -> dict[str, object]:

@@ -260,3 +260,51 @@ def test_recipe_trains_with_the_trainer():
     )
     assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
     assert set(result.test) >= {"loss", "mae", "pinball"}
+
+
+def test_classical_baselines_by_hand():
+    """On co2's test windows: each baseline's MAE is that of its residual-median band, in ppm."""
+    from attnkit.data.series import load_series, split_series
+    from attnkit.models.timeseries import (
+        SERIES_SETTINGS,
+        LinearAR,
+        classical_baselines,
+        residual_quantiles,
+        seasonal_naive,
+    )
+
+    splits = split_series(load_series("co2"), **SERIES_SETTINGS["co2"])
+    train, test, scale = splits.train, splits.test, splits.scaler.std
+    out = classical_baselines(splits, (0.1, 0.5, 0.9))
+    fitted = seasonal_naive(train.past, 12, 12)
+    point = seasonal_naive(test.past, 12, 12)
+    median = residual_quantiles(point, train.future - fitted, (0.5,))[..., 0]
+    assert out["seasonal naive"]["mae"] == pytest.approx(
+        float((median - test.future).abs().mean()) * scale
+    )
+    ar = LinearAR.fit(train.past, train.future)
+    bare = float((ar.predict(test.past) - test.future).abs().mean()) * scale
+    assert out["linear AR"]["mae_point"] == pytest.approx(bare)
+    assert set(out["linear AR"]) == {"mae", "pinball", "mae_point"}
+
+
+def test_matched_hidden_is_the_nearest_count():
+    from attnkit.models.timeseries import (
+        SERIES_SETTINGS,
+        AttentionForecaster,
+        ForecasterConfig,
+        matched_hidden,
+    )
+
+    def count(hidden, attention):
+        config = ForecasterConfig(**SERIES_SETTINGS["co2"], hidden=hidden, attention=attention)
+        return sum(p.numel() for p in AttentionForecaster(config).parameters())
+
+    target = count(32, "soft")
+    width = matched_hidden("co2", "multihead", target, range(8, 65))
+    assert width % 4 == 0
+    assert all(
+        abs(count(width, "multihead") - target) <= abs(count(h, "multihead") - target)
+        for h in range(8, 65, 4)
+    )
+    assert matched_hidden("co2", "soft", target) == 32

@@ -412,18 +412,6 @@ SERIES_VARIANTS = {
 }
 
 
-def _matched_hidden(attention: str, target: int) -> int:
-    """Width of the ``attention`` forecaster whose parameter count is nearest ``target``."""
-    from attnkit.models.timeseries import SERIES_SETTINGS, AttentionForecaster, ForecasterConfig
-
-    def count(hidden: int) -> int:
-        config = ForecasterConfig(**SERIES_SETTINGS["co2"], hidden=hidden, attention=attention)
-        return _parameters(AttentionForecaster(config))
-
-    step = 4 if attention == "multihead" else 1  # heads must divide the width
-    return min(range(8, 65, step), key=lambda h: abs(count(h) - target))
-
-
 def series_step(context: StepContext) -> StepResult:
     """Forecast a year of CO2 from three: lag attention vs no attention vs classical baselines."""
     from attnkit.data.series import load_series, split_series
@@ -431,11 +419,9 @@ def series_step(context: StepContext) -> StepResult:
         SERIES_SETTINGS,
         AttentionForecaster,
         ForecasterConfig,
-        LinearAR,
-        pinball_loss,
+        classical_baselines,
+        matched_hidden,
         plot_forecast,
-        residual_quantiles,
-        seasonal_naive,
         series_recipe,
     )
 
@@ -445,7 +431,9 @@ def series_step(context: StepContext) -> StepResult:
     target = _parameters(AttentionForecaster(ForecasterConfig(**SERIES_SETTINGS["co2"], hidden=32)))
     runs = {}
     for attention, label in SERIES_VARIANTS.items():
-        hidden = 32 if attention == "soft" else _matched_hidden(attention, target)
+        hidden = (
+            32 if attention == "soft" else matched_hidden("co2", attention, target, range(8, 65))
+        )
         recipe = series_recipe("co2", attention=attention, seed=context.seed, hidden=hidden)
         runs[attention] = _train(
             recipe,
@@ -459,23 +447,14 @@ def series_step(context: StepContext) -> StepResult:
     # classical baselines on the same windows (quantiles from their training residuals)
     config = runs["none"].recipe.config
     splits = split_series(load_series("co2"), config.window, config.horizon)  # the recipes' own
-    train, test, scale, period = splits.train, splits.test, splits.scaler.std, splits.series.period
-    ar = LinearAR.fit(train.past, train.future)
-    classical = {
-        "seasonal naive (last year again)": (
-            seasonal_naive(train.past, config.horizon, period),
-            seasonal_naive(test.past, config.horizon, period),
-        ),
-        "linear autoregression": (ar.predict(train.past), ar.predict(test.past)),
-    }
-    middle = config.quantiles.index(0.5)
+    test = splits.test
     scores = {label: run.test for label, run in ((r.label, r) for r in runs.values())}
-    for label, (fitted, point) in classical.items():
-        band = residual_quantiles(point, train.future - fitted, config.quantiles)
-        scores[label] = {
-            "mae": float((band[..., middle] - test.future).abs().mean()) * scale,
-            "pinball": float(pinball_loss(band, test.future, config.quantiles)) * scale,
-        }
+    labels = {
+        "seasonal naive": "seasonal naive (last year again)",
+        "linear AR": "linear autoregression",
+    }
+    for model, values in classical_baselines(splits, config.quantiles).items():
+        scores[labels[model]] = {"mae": values["mae"], "pinball": values["pinball"]}
     best = min(scores, key=lambda label: scores[label]["mae"])
     plain = runs["none"].test["mae"]
     notes = [f"Lowest test MAE: {best} ({scores[best]['mae']:.3f} ppm)."]

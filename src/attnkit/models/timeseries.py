@@ -42,8 +42,10 @@ __all__ = [
     "ForecasterConfig",
     "LagAttention",
     "LinearAR",
+    "classical_baselines",
     "co2_recipe",
     "interpret_output",
+    "matched_hidden",
     "pinball_loss",
     "plot_forecast",
     "residual_quantiles",
@@ -411,6 +413,52 @@ def residual_quantiles(point: Tensor, residuals: Tensor, quantiles: Sequence[flo
     levels = torch.as_tensor(quantiles, dtype=residuals.dtype)
     offsets = torch.quantile(residuals, levels, dim=0).T  # (Hz, Q)
     return point.unsqueeze(-1) + offsets.to(point.dtype)
+
+
+def classical_baselines(splits, quantiles: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Seasonal naive and linear AR on ``splits.test``, in the series' units.
+
+    Their quantiles are the point forecast plus the empirical quantiles of their training
+    residuals (:func:`residual_quantiles`). ``mae`` is of the median of that band (as for the
+    neural models; ``quantiles`` must hold 0.5), ``mae_point`` of the bare point forecast.
+
+    Args:
+        splits: a :class:`~attnkit.data.series.SeriesSplits`.
+    """
+    train, test, scale = splits.train, splits.test, splits.scaler.std
+    horizon, period = test.future.shape[-1], splits.series.period
+    ar = LinearAR.fit(train.past, train.future)
+    points = {
+        "seasonal naive": (
+            seasonal_naive(train.past, horizon, period),
+            seasonal_naive(test.past, horizon, period),
+        ),
+        "linear AR": (ar.predict(train.past), ar.predict(test.past)),
+    }
+    middle = list(quantiles).index(0.5)
+    out = {}
+    for model, (fitted, point) in points.items():
+        band = residual_quantiles(point, train.future - fitted, quantiles)
+        out[model] = {
+            "mae": float((band[..., middle] - test.future).abs().mean()) * scale,
+            "pinball": float(pinball_loss(band, test.future, quantiles)) * scale,
+            "mae_point": float((point - test.future).abs().mean()) * scale,
+        }
+    return out
+
+
+def matched_hidden(
+    name: str, attention: str, target: int, widths: Sequence[int] = range(8, 129)
+) -> int:
+    """Width (of ``widths``) of the ``attention`` forecaster for series ``name`` whose parameter
+    count is nearest ``target``; multi-head widths are multiples of 4 (its heads divide them)."""
+
+    def count(hidden: int) -> int:
+        config = ForecasterConfig(**SERIES_SETTINGS[name], hidden=hidden, attention=attention)
+        return sum(p.numel() for p in AttentionForecaster(config).parameters())
+
+    usable = [h for h in widths if attention != "multihead" or h % 4 == 0]
+    return min(usable, key=lambda h: abs(count(h) - target))
 
 
 SERIES_SETTINGS: dict[str, dict[str, int]] = {
