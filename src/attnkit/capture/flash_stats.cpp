@@ -4,7 +4,8 @@
 // over key blocks: per query it keeps the running maximum score m, l = Σ exp(s - m),
 // t = Σ exp(s - m)·(s - m) and, for each key span, Σ exp(s - m) over the span. At the end
 // lse = m + log l, entropy = log l - t / l, span mass = its sum / l, and the largest weight is
-// exp(max score - lse). Score tiles and P·V products go through MKL's sgemm; the per-row work is
+// exp(max score - lse). With a logit soft-cap c (Gemma 2) each score is c · tanh(s / c) before
+// the mask. Score tiles and P·V products go through MKL's sgemm; the per-row work is
 // plain loops that the compiler vectorizes. Memory: one BQ × BK tile per thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -100,7 +101,7 @@ inline void gemm_ab_acc(int rows, int cols, int inner, const float* a, int lda, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_stats(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     const std::optional<at::Tensor>& mask, bool causal, double scale, at::IntArrayRef spans,
-    bool want_argmax) {
+    bool want_argmax, std::optional<double> softcap) {
   TORCH_CHECK(query.dtype() == at::kFloat && key.dtype() == at::kFloat &&
                   value.dtype() == at::kFloat,
               "flash_stats: float32 inputs only");
@@ -146,6 +147,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t q_blocks = (nq + kBlockQ - 1) / kBlockQ;
   const int64_t plane = batch * heads * nq;
   const float fscale = static_cast<float>(scale);
+  const bool capped = softcap.has_value();
+  const float cap = capped ? static_cast<float>(*softcap) : 1.0f;
+  TORCH_CHECK(!capped || cap > 0.0f, "flash_stats: softcap must be positive");
 
   at::parallel_for(0, batch * heads * q_blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> tile(kBlockQ * kBlockK), acc(kBlockQ * dv);
@@ -176,6 +180,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           float* s = tile.data() + i * kBlockK;
           int64_t limit = cols;  // keys of this tile the row may see
           if (causal) limit = std::clamp<int64_t>(offset + q0 + i + 1 - k0, 0, cols);
+          if (capped)
+            for (int64_t j = 0; j < limit; ++j) s[j] = cap * std::tanh(s[j] / cap);
           for (int64_t j = limit; j < cols; ++j) s[j] = kNegInf;
           if (mask_ptr != nullptr) {
             const bool* m = mask_ptr + b * mask_strides[0] + h * mask_strides[1] +
@@ -274,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 TORCH_LIBRARY(attnkit, m) {
   m.def(
       "flash_stats(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal, "
-      "float scale, int[] spans, bool want_argmax) -> "
+      "float scale, int[] spans, bool want_argmax, float? softcap=None) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

@@ -71,6 +71,7 @@ def flash_stats(
     scale: float,
     spans: list[tuple[int, int]],
     want_argmax: bool,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the kernel: float32 CPU tensors, or float32/float16/bfloat16 CUDA tensors.
 
@@ -83,6 +84,8 @@ def flash_stats(
         scale: score scale.
         spans: key ranges ``[(start, stop), ...]`` whose weight mass to sum.
         want_argmax: track the key of the largest score (else only the score).
+        softcap: logit soft-cap ``c``: scores are ``c · tanh(scale · q·k / c)`` before the mask
+            (Gemma 2's ``attn_logit_softcapping``); ``None`` for plain scaled scores.
 
     Returns:
         ``(output (B, H, Q, Dv), lse, entropy, largest score, its key (int64), masses (S, B, H,
@@ -92,8 +95,11 @@ def flash_stats(
     if query.is_cuda:
         from attnkit.capture.triton_stats import flash_stats as on_gpu
 
-        return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax)
+        if softcap is None:  # the keyword only where it is used: kernels without it still run
+            return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax)
+        return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax, softcap=softcap)
     flat = [int(x) for span in spans for x in span]
+    cap = None if softcap is None else float(softcap)
     return torch.ops.attnkit.flash_stats(
-        query, key, value, mask, causal, float(scale), flat, want_argmax
+        query, key, value, mask, causal, float(scale), flat, want_argmax, cap
     )

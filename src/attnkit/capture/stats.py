@@ -1,7 +1,9 @@
 """Per-query attention statistics streamed over key blocks, without the ``Q × K`` matrix.
 
 For weights ``p_ij = softmax_j(s_ij)`` with scores ``s_ij = scale · q_i·k_j + bias_ij`` over the
-allowed keys, the statistics of each query ``i`` are:
+allowed keys (or, with a logit soft-cap ``c`` as in Gemma 2, ``s_ij = c · tanh(scale · q_i·k_j / c)
++ bias_ij``: Bello et al. 2017, "Neural Combinatorial Optimization"; Gemma Team 2024), the statistics
+of each query ``i`` are:
 
 - ``entropy``: ``-Σ_j p_ij log p_ij``, with ``log p_ij = s_ij - lse_i`` and
   ``lse_i = log Σ_j exp s_ij``;
@@ -25,7 +27,9 @@ flash-attention pass. Elsewhere, or where no kernel can be built:
    skips the tiles in the future).
 
 The extra memory is ``O(BLOCK²)`` per head, whatever ``Q`` and ``K`` are. A query with no allowed
-key gets zeros. With a score ``bias`` (ALiBi), entropy and span masses are read in the tiled pass.
+key gets zeros. With a score ``bias`` (ALiBi), entropy and span masses are read in the tiled pass;
+so are they with a soft-cap when no kernel applies (its output and ``lse`` then come from the online
+softmax, as PyTorch's kernels cannot cap scores).
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.attention.backends import math_attention
-from attnkit.attention.functional import causal_mask, kv_groups
+from attnkit.attention.backends import math_attention, weighted_values
+from attnkit.attention.functional import causal_mask, kv_groups, softmax
 from attnkit.attention.output import AttentionOutput
 from attnkit.capture import kernel
 
@@ -48,6 +52,7 @@ __all__ = [
     "BLOCK",
     "Span",
     "attention_stats",
+    "capped_attention",
     "check_stats",
     "stats_from_weights",
 ]
@@ -157,6 +162,49 @@ def _has_key(
     return (mask & tri).any(-1).expand(shape)
 
 
+def capped_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    softcap: float | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> AttentionOutput:
+    """Reference attention with soft-capped scores, written out in full.
+
+    ``softmax(c · tanh(scale · q kᵀ / c) + bias, mask) v`` (Gemma 2's ``attn_logit_softcapping``;
+    Bello et al. 2017); with ``softcap=None`` it is :func:`attnkit.attention.backends.math_attention`.
+    Shapes as there: query ``(B, H, Q, D)``, key ``(B, Hkv, K, D)``, value ``(B, Hkv, K, Dv)``;
+    weights ``(B, H, Q, K)``; causal masking aligned bottom-right.
+    """
+    kwargs = {"mask": mask, "bias": bias, "causal": causal, "scale": scale}
+    if softcap is None:
+        return math_attention(
+            query, key, value, dropout_p=dropout_p, need_weights=need_weights, **kwargs
+        )
+    group = kv_groups(query, key)
+    batch, heads, num_queries, _ = query.shape
+    kv_heads, num_keys = key.shape[1], key.shape[-2]
+    grouped = query.reshape(batch, kv_heads, group * num_queries, -1)  # (B, Hkv, G·Q, D)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    scores = (grouped @ key.transpose(-1, -2)) * scale  # (B, Hkv, G·Q, K)
+    scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.view(batch, heads, num_queries, num_keys)  # (B, H, Q, K)
+    if bias is not None:
+        scores = scores + bias
+    if causal:
+        tri = causal_mask(num_queries, num_keys, device=query.device)
+        mask = tri if mask is None else mask & tri
+    weights = softmax(scores, mask)
+    attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    return AttentionOutput(weighted_values(attended, value), weights if need_weights else None)
+
+
 def _fused(
     query: Tensor,
     key: Tensor,
@@ -165,11 +213,12 @@ def _fused(
     bias: Tensor | None,
     causal: bool,
     scale: float,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Attention output ``(B, H, Q, Dv)`` and score log-sum-exp ``(B, H, Q)``; equal heads."""
     num_queries, num_keys = query.shape[-2], key.shape[-2]
-    if query.device.type != "cpu":
-        return _online(query, key, value, mask, bias, causal, scale)
+    if query.device.type != "cpu" or softcap is not None:
+        return _online(query, key, value, mask, bias, causal, scale, softcap)
     is_causal = causal and num_queries == num_keys
     allowed = mask
     if causal and 1 < num_queries < num_keys:  # a chunk after a cache: the mask is (Q, K)
@@ -198,6 +247,7 @@ def _online(
     bias: Tensor | None,
     causal: bool,
     scale: float,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``_fused`` as an online softmax over key blocks (Milakov & Gimelshein 2018)."""
     running_max = query.new_full(query.shape[:-1], -math.inf)
@@ -206,7 +256,7 @@ def _online(
     everything = slice(0, query.shape[-2])
     for start in range(0, key.shape[-2], BLOCK):
         cols = slice(start, min(start + BLOCK, key.shape[-2]))
-        scores = _tile_scores(query, key, mask, bias, causal, scale, everything, cols)
+        scores = _tile_scores(query, key, mask, bias, causal, scale, everything, cols, None, softcap)
         new_max = torch.maximum(running_max, scores.amax(-1))
         safe_max = torch.where(new_max.isfinite(), new_max, 0.0)
         rescale = torch.exp(running_max - safe_max)
@@ -239,8 +289,10 @@ def _tile_scores(
     rows: slice,
     cols: slice,
     out: Tensor | None = None,
+    softcap: float | None = None,
 ) -> Tensor:
-    """Scores ``(B, H, rows, cols)``, -inf where a query may not attend.
+    """Scores ``(B, H, rows, cols)``, -inf where a query may not attend; soft-capped (before the
+    bias) when ``softcap`` is given.
 
     ``out``, a buffer of the tile's shape, is written in place when given (no autograd): reusing
     one buffer saves the page faults of a fresh allocation per tile (about a third of the pass).
@@ -252,6 +304,8 @@ def _tile_scores(
         scores = tile_query @ tile_key
     if scale != 1.0:
         scores = scores.mul_(scale)
+    if softcap is not None:
+        scores = scores.div_(softcap).tanh_().mul_(softcap)
     if bias is not None:
         scores = scores.add_(_tile(bias, rows, cols))
     if mask is not None:
@@ -280,6 +334,7 @@ def attention_stats(
     scale: float | None = None,
     stats: Iterable[str] = ("entropy",),
     spans: Mapping[str, Span] | None = None,
+    softcap: float | None = None,
 ) -> AttentionOutput:
     """Softmax attention and per-query statistics of its weights, without the ``Q × K`` matrix.
 
@@ -295,6 +350,8 @@ def attention_stats(
         spans: ``{name: (start, stop)}`` key ranges; each adds ``mass:<name>``. A range per
             example, ``(starts, stops)`` as ``(B,)`` tensors, is exact on every path; beyond one
             tile it runs the examples one at a time.
+        softcap: logit soft-cap ``c``: scores ``c · tanh(scale · q·k / c)`` before the bias and
+            the mask (Gemma 2); ``None`` for none.
 
     Returns:
         ``AttentionOutput(output (B, H, Q, Dv), stats={name: (B, H, Q)})``; ``argmax`` is
@@ -302,6 +359,8 @@ def attention_stats(
         kernel; the fallback path keeps the query's dtype), else in the query's dtype.
     """
     names, spans = check_stats(stats, spans)
+    if softcap is not None and not (isinstance(softcap, int | float) and softcap > 0):
+        raise ValueError(f"softcap must be a positive number or None, got {softcap!r}")
     output_dtype = query.dtype
     if query.shape[-2] * key.shape[-2] <= BLOCK * BLOCK:
         # small enough to be one tile (a decoding step, say): the weights cost no more memory
@@ -310,30 +369,32 @@ def attention_stats(
         work = torch.promote_types(query.dtype, torch.float32)
         query, key, value = (x.to(work) for x in (query, key, value))
         bias = None if bias is None else bias.to(work)
-        reference = math_attention(
-            query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, need_weights=True
-        )
+        reference = capped_attention(
+            query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, softcap=softcap,
+            need_weights=True,
+        )  # fmt: skip
         stats = _read_weights(reference.weights, names, spans)
         return AttentionOutput(reference.output.to(output_dtype), stats=stats)
     if _per_example(spans):
-        return _by_example(query, key, value, mask, bias, causal, scale, names, spans)
+        return _by_example(query, key, value, mask, bias, causal, scale, names, spans, softcap)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     if mask is not None and mask.dim() < 4:
         mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
     if _kernel_applies(query, key, value, bias):
-        return _kernel_stats(query, key, value, mask, causal, scale, names, spans)
+        return _kernel_stats(query, key, value, mask, causal, scale, names, spans, softcap)
     group = kv_groups(query, key)
     if group > 1:
         key = key.repeat_interleave(group, dim=1)  # (B, H, K, D)
         value = value.repeat_interleave(group, dim=1)  # (B, H, K, Dv)
     num_queries, num_keys = query.shape[-2], key.shape[-2]
-    output, lse = _fused(query, key, value, mask, bias, causal, scale)
+    output, lse = _fused(query, key, value, mask, bias, causal, scale, softcap)
     has_key = _has_key(mask, causal, num_queries, num_keys, lse.shape).to(lse.device)
     lse = torch.where(has_key, lse, math.inf)  # exp(s - inf) = 0 for queries with no key
     span_names = [name for name in names if name.startswith("mass:")]
     result: dict[str, Tensor] = {}
 
-    if bias is None and ("entropy" in names or span_names):
+    direct = bias is None and softcap is None  # Σ p s read through a fused call
+    if direct and ("entropy" in names or span_names):
         # Σ_j p_ij s_ij = scale · q_i · (k̄ + Σ_j p_ij (k_j - k̄)): centred keys keep it precise.
         center = key.mean(dim=-2, keepdim=True)  # (B, H, 1, D)
         columns = [key - center] if "entropy" in names else []
@@ -352,7 +413,7 @@ def attention_stats(
             result[name] = read[..., -len(span_names) + i]
 
     need_max = "max" in names or "argmax" in names
-    blocked_weights = bias is not None and ("entropy" in names or span_names)
+    blocked_weights = not direct and ("entropy" in names or span_names)
     if need_max or blocked_weights:
         best = torch.full_like(lse, -math.inf)
         best_index = torch.zeros(lse.shape, dtype=torch.long, device=lse.device)
@@ -362,7 +423,7 @@ def attention_stats(
         differentiable = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad)
         buffer = None if differentiable else query.new_empty(*query.shape[:-2], BLOCK, BLOCK)
         for rows, cols in _tiles(num_queries, num_keys, causal):
-            scores = _tile_scores(scaled, key, mask, bias, causal, 1.0, rows, cols, buffer)
+            scores = _tile_scores(scaled, key, mask, bias, causal, 1.0, rows, cols, buffer, softcap)
             if "argmax" in names:
                 tile_best, tile_index = scores.max(-1)
                 better = tile_best > best[..., rows]
@@ -394,6 +455,8 @@ def attention_stats(
 
     if "sink" in names:
         first_score = (query @ key[..., :1, :].transpose(-1, -2)).squeeze(-1) * scale  # (B, H, Q)
+        if softcap is not None:
+            first_score = torch.tanh(first_score / softcap) * softcap
         if bias is not None:
             first_score = first_score + bias[..., 0].expand(first_score.shape)
         sink = torch.exp(first_score - lse)
@@ -413,6 +476,7 @@ def _by_example(
     scale: float | None,
     names: tuple[str, ...],
     spans: Mapping[str, Span],
+    softcap: float | None = None,
 ) -> AttentionOutput:
     """:func:`attention_stats` one example at a time, each with its own span ranges."""
     for name, span in spans.items():
@@ -441,6 +505,7 @@ def _by_example(
             scale=scale,
             stats=names,
             spans=own,
+            softcap=softcap,
         )
         outputs.append(one.output)
         stats.append(one.stats)
@@ -469,6 +534,7 @@ def _kernel_stats(
     scale: float,
     names: tuple[str, ...],
     spans: Mapping[str, tuple[int, int]],
+    softcap: float | None = None,
 ) -> AttentionOutput:
     """Every statistic from one pass of :func:`attnkit.capture.kernel.flash_stats`."""
     span_names = [name for name in names if name.startswith("mass:")]
@@ -476,7 +542,7 @@ def _kernel_stats(
     if "sink" in names:
         ranges.append((0, 1))  # the weight on key 0 is the mass of the span [0, 1)
     output, lse, entropy, best, best_index, masses = kernel.flash_stats(
-        query, key, value, mask, causal, scale, ranges, "argmax" in names
+        query, key, value, mask, causal, scale, ranges, "argmax" in names, softcap=softcap
     )
     result = {"entropy": entropy, "argmax": best_index}
     result.update(zip(span_names, masses, strict=False))
