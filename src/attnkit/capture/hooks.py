@@ -7,20 +7,20 @@ Supported layers, found by walking ``model.named_modules()``:
 - ``torch.nn.MultiheadAttention``, inside ``nn.TransformerEncoder`` too (its fused fast path is
   switched off while hooked);
 - Hugging Face transformers attention modules that dispatch through ``AttentionInterface``
-  (BERT, GPT-2, Llama, Qwen2, ... with ``sdpa`` or ``eager``): the interface entry of the model's
-  implementation is wrapped while hooked.
+  (BERT, T5, GPT-2, Llama, Gemma, ... with ``sdpa`` or ``eager``): the captured model's configs
+  name attnkit's own dispatcher for the block (:mod:`attnkit.capture.hf`); no other model is
+  touched.
 
-A hook is installed by the first block that needs it and removed by the last one, so blocks nest.
+A hook is installed by the first block that needs it and removed by the last one, so blocks nest;
+blocks open and close under one lock, from any thread.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,119 +28,13 @@ from torch import Tensor, nn
 
 from attnkit.attention import backends
 from attnkit.attention.multihead import MultiHeadAttention
-from attnkit.attention.output import AttentionOutput
-from attnkit.capture.stats import Span, attention_stats, stats_from_weights
+from attnkit.capture import hf
+from attnkit.capture.dispatch import ACTIVE, EDITS, LOCK, Edit, Listener, attend
 
 __all__ = ["attention_layers", "check_layers", "hooked"]
 
 
-# ----------------------------------------------------------------------------- dispatch
-
-
-class Listener(Protocol):
-    """What a hook needs from whoever listens to a layer (a :class:`Recording`, say)."""
-
-    want_weights: bool
-    want_stats: tuple[str, ...]
-    spans: dict[str, Span]
-    last_query: bool  # only each call's last query is recorded
-
-    def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None: ...
-
-
-Edit = Callable[[str, Tensor], Tensor]
-
-# id(module) -> [(listener, layer name)] of the blocks open on that module
-_ACTIVE: dict[int, list[tuple[Listener, str]]] = {}
-# id(module) -> [(edit, layer name)]: interventions that replace the module's weights
-_EDITS: dict[int, list[tuple[Edit, str]]] = {}
-
-
-def _attend(
-    module: nn.Module,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    *,
-    mask: Tensor | None,
-    bias: Tensor | None,
-    causal: bool,
-    scale: float | None,
-    dropout_p: float,
-    need_weights: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """Attention for one call of a hooked layer: edited if asked, recorded for every listener.
-
-    Shapes as in :mod:`attnkit.attention.backends`. Weights are materialized only when a block
-    (or the caller) asks for them; statistics otherwise come from the streamed kernel.
-    """
-    listeners = _ACTIVE.get(id(module), [])
-    edits = _EDITS.get(id(module), [])
-    weights_wanted = (
-        need_weights or dropout_p > 0 or edits or any(r.want_weights for r, _ in listeners)
-    )
-    names = tuple(dict.fromkeys(n for r, _ in listeners for n in r.want_stats))
-    spans = {k: v for r, _ in listeners for k, v in r.spans.items()}
-    kwargs = {"mask": mask, "bias": bias, "causal": causal, "scale": scale}
-    recording = [r for r, _ in listeners if r.want_stats or r.want_weights]
-    last_only = recording and all(r.last_query for r in recording)
-    weights = None
-    if edits:
-        weights = backends.math_attention(query, key, value, need_weights=True, **kwargs).weights
-        for edit, layer in edits:
-            weights = edit(layer, weights)
-        attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-        result = AttentionOutput(backends.weighted_values(attended, value), weights)
-        stats = stats_from_weights(weights, names, spans) if names else {}
-    elif last_only and not (need_weights or dropout_p > 0):
-        # only the last query is recorded (generation): statistics (and weights, when asked
-        # for) for one query row; a decoding step's row is its whole output, a longer call's
-        # output comes from the fused kernel
-        row = query[..., -1:, :]
-        last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal, "scale": scale}
-        computed = attention_stats(row, key, value, stats=names, spans=spans, **last)
-        stats = computed.stats
-        if query.shape[-2] == 1:
-            result = computed
-        else:
-            result = backends.get("sdpa").fn(query, key, value, **kwargs)
-        if weights_wanted:
-            weights = backends.math_attention(row, key, value, need_weights=True, **last).weights
-    elif weights_wanted:
-        result = backends.math_attention(
-            query, key, value, dropout_p=dropout_p, need_weights=True, **kwargs
-        )
-        weights = result.weights
-        stats = stats_from_weights(result.weights, names, spans) if names else {}
-    elif names:
-        result = attention_stats(query, key, value, stats=names, spans=spans, **kwargs)
-        stats = result.stats
-    else:
-        result = backends.get("sdpa").fn(query, key, value, **kwargs)
-        stats = {}
-    for listener, layer in listeners:
-        listener._record(layer, weights, stats)
-    return result.output, result.weights
-
-
-def _last_row(x: Tensor | None) -> Tensor | None:
-    """The last query's row of a mask or bias that may be broadcast along the queries."""
-    return x if x is None or x.shape[-2] == 1 else x[..., -1:, :]
-
-
 # ----------------------------------------------------------------------------- adapters
-
-
-def _is_hf_attention(module: nn.Module) -> bool:
-    return _forward_uses_interface(type(module))
-
-
-@functools.cache
-def _forward_uses_interface(cls: type) -> bool:
-    try:
-        return "ALL_ATTENTION_FUNCTIONS" in inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return False
 
 
 def attention_layers(model: nn.Module) -> list[str]:
@@ -149,7 +43,7 @@ def attention_layers(model: nn.Module) -> list[str]:
         name
         for name, module in model.named_modules()
         if isinstance(module, MultiHeadAttention | nn.MultiheadAttention)
-        or _is_hf_attention(module)
+        or hf.is_hf_attention(module)
     ]
 
 
@@ -173,7 +67,7 @@ def _attnkit_adapter(module: MultiHeadAttention) -> Iterator[None]:
         dropout_p=0.0,
         need_weights=False,
     ):
-        output, weights = _attend(
+        output, weights = attend(
             module,
             query,
             key,
@@ -261,7 +155,7 @@ def _torch_adapter(module: nn.MultiheadAttention) -> Iterator[None]:
         k = k.view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, S, D)
         v = v.view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, S, D)
         mask, bias = _torch_masks(key_padding_mask, attn_mask, batch, heads, q.dtype)
-        out, attn = _attend(
+        out, attn = attend(
             module,
             q,
             k,
@@ -294,92 +188,6 @@ def _torch_adapter(module: nn.MultiheadAttention) -> Iterator[None]:
             module.forward = original
         else:
             del module.forward
-
-
-def _hf_mask(
-    attention_mask: Tensor | None, dtype: torch.dtype
-) -> tuple[Tensor | None, Tensor | None]:
-    """A Hugging Face attention mask (bool: True = attend; float: additive) as (mask, bias)."""
-    if attention_mask is None:
-        return None, None
-    if attention_mask.dtype == torch.bool:
-        return attention_mask, None
-    return None, attention_mask.to(dtype)
-
-
-# keyword arguments of Hugging Face attention functions that change the weights in ways the
-# recorder does not reproduce (logit soft-capping, learned sink logits)
-_UNSUPPORTED_HF = ("softcap", "s_aux")
-
-
-@contextmanager
-def _hf_adapter(implementation: str) -> Iterator[None]:
-    """Wrap the ``AttentionInterface`` entry of one implementation name for every model."""
-    from transformers.modeling_utils import AttentionInterface
-
-    mapping = AttentionInterface._global_mapping
-    had = implementation in mapping
-    original = mapping.get(implementation)
-
-    def recorded(
-        module,
-        query,
-        key,
-        value,
-        attention_mask,
-        dropout=0.0,
-        scaling=None,
-        is_causal=None,
-        **kwargs,
-    ):
-        if id(module) not in _ACTIVE and id(module) not in _EDITS and original is not None:
-            return original(
-                module,
-                query,
-                key,
-                value,
-                attention_mask,
-                dropout=dropout,
-                scaling=scaling,
-                is_causal=is_causal,
-                **kwargs,
-            )
-        unsupported = [name for name in _UNSUPPORTED_HF if kwargs.get(name) is not None]
-        if unsupported:
-            raise ValueError(
-                f"capture() cannot record attention that uses {unsupported} "
-                f"({type(module).__name__}); leave this layer out with layers=[...]"
-            )
-        mask, bias = _hf_mask(attention_mask, query.dtype)
-        position_bias = kwargs.get("position_bias")
-        if position_bias is not None:
-            position_bias = position_bias.to(query.dtype)
-            bias = position_bias if bias is None else bias + position_bias
-        if is_causal is None:
-            is_causal = getattr(module, "is_causal", False)
-        causal = bool(is_causal) and attention_mask is None and query.shape[-2] > 1
-        output, weights = _attend(
-            module,
-            query,
-            key,
-            value,
-            mask=mask,
-            bias=bias,
-            causal=causal,
-            scale=scaling,
-            dropout_p=dropout,
-            need_weights=implementation == "eager",
-        )
-        return output.transpose(1, 2).contiguous(), weights
-
-    mapping[implementation] = recorded
-    try:
-        yield
-    finally:
-        if had:
-            mapping[implementation] = original
-        else:
-            del mapping[implementation]
 
 
 # how many open blocks hold each hook: ("module", id), ("implementation", name), ("fastpath",)
@@ -434,27 +242,55 @@ def hooked(
     listener: Listener | None = None,
     edit: Edit | None = None,
 ) -> Iterator[None]:
-    """Hook ``layers`` of ``model`` for the block: record into ``listener``, apply ``edit``."""
+    """Hook ``layers`` of ``model`` for the block: record into ``listener``, apply ``edit``.
+
+    Raises ``ValueError`` before anything is hooked for a layer capture cannot read exactly.
+    """
     modules = dict(model.named_modules())
-    with ExitStack() as stack:
-        for name in layers:
-            module = modules[name]
-            for registry, entry in ((_ACTIVE, listener), (_EDITS, edit)):
-                if entry is not None:
-                    registry.setdefault(id(module), []).append((entry, name))
-                    stack.callback(_forget, registry, module, entry)
-            if isinstance(module, MultiHeadAttention):
-                adapter = functools.partial(_attnkit_adapter, module)
-                stack.enter_context(_shared(("module", id(module)), adapter))
-            elif isinstance(module, nn.MultiheadAttention):
-                adapter = functools.partial(_torch_adapter, module)
-                stack.enter_context(_shared(("module", id(module)), adapter))
-                stack.enter_context(_shared(("fastpath",), _fastpath_off))
-            else:
-                implementation = module.config._attn_implementation
-                adapter = functools.partial(_hf_adapter, implementation)
-                stack.enter_context(_shared(("implementation", implementation), adapter))
+    chosen = [(name, modules[name]) for name in layers]
+    hf_layers = [m for name, m in chosen if hf.is_hf_attention(m)]
+    for name, module in chosen:
+        if hf.is_hf_attention(module):
+            hf.check_supported(model, name, module)
+    stack = ExitStack()
+    with LOCK:
+        try:
+            _install(stack, chosen, hf_layers, listener, edit)
+        except BaseException:
+            stack.close()
+            raise
+    try:
         yield
+    finally:
+        with LOCK:
+            stack.close()
+
+
+def _install(
+    stack: ExitStack,
+    chosen: list[tuple[str, nn.Module]],
+    hf_layers: list[nn.Module],
+    listener: Listener | None,
+    edit: Edit | None,
+) -> None:
+    for name, module in chosen:
+        for registry, entry in ((ACTIVE, listener), (EDITS, edit)):
+            if entry is not None:
+                registry.setdefault(id(module), []).append((entry, name))
+                stack.callback(_forget, registry, module, entry)
+        if isinstance(module, MultiHeadAttention):
+            adapter = functools.partial(_attnkit_adapter, module)
+            stack.enter_context(_shared(("module", id(module)), adapter))
+        elif isinstance(module, nn.MultiheadAttention):
+            adapter = functools.partial(_torch_adapter, module)
+            stack.enter_context(_shared(("module", id(module)), adapter))
+            stack.enter_context(_shared(("fastpath",), _fastpath_off))
+    for config in hf.hf_configs(hf_layers):
+        switch = functools.partial(hf.switched, [config])
+        stack.enter_context(_shared(("config", id(config)), switch))
+    for module in hf_layers:
+        frames = functools.partial(hf.framed, [module])
+        stack.enter_context(_shared(("frames", id(module)), frames))
 
 
 def _forget(registry: dict, module: nn.Module, entry: object) -> None:

@@ -1,9 +1,9 @@
 """Per-query attention statistics streamed over key blocks, without the ``Q × K`` matrix.
 
 For weights ``p_ij = softmax_j(s_ij)`` with scores ``s_ij = scale · q_i·k_j + bias_ij`` over the
-allowed keys (or, with a logit soft-cap ``c`` as in Gemma 2, ``s_ij = c · tanh(scale · q_i·k_j / c)
-+ bias_ij``: Bello et al. 2017, "Neural Combinatorial Optimization"; Gemma Team 2024), the statistics
-of each query ``i`` are:
+allowed keys (or, with a logit soft-cap ``c`` as in Gemma 2,
+``s_ij = c · tanh(scale · q_i·k_j / c) + bias_ij``: Bello et al. 2017, "Neural Combinatorial
+Optimization"; Gemma Team 2024), the statistics of each query ``i`` are:
 
 - ``entropy``: ``-Σ_j p_ij log p_ij``, with ``log p_ij = s_ij - lse_i`` and
   ``lse_i = log Σ_j exp s_ij``;
@@ -178,7 +178,8 @@ def capped_attention(
     """Reference attention with soft-capped scores, written out in full.
 
     ``softmax(c · tanh(scale · q kᵀ / c) + bias, mask) v`` (Gemma 2's ``attn_logit_softcapping``;
-    Bello et al. 2017); with ``softcap=None`` it is :func:`attnkit.attention.backends.math_attention`.
+    Bello et al. 2017); with ``softcap=None`` it is
+    :func:`attnkit.attention.backends.math_attention`.
     Shapes as there: query ``(B, H, Q, D)``, key ``(B, Hkv, K, D)``, value ``(B, Hkv, K, Dv)``;
     weights ``(B, H, Q, K)``; causal masking aligned bottom-right.
     """
@@ -256,7 +257,9 @@ def _online(
     everything = slice(0, query.shape[-2])
     for start in range(0, key.shape[-2], BLOCK):
         cols = slice(start, min(start + BLOCK, key.shape[-2]))
-        scores = _tile_scores(query, key, mask, bias, causal, scale, everything, cols, None, softcap)
+        scores = _tile_scores(
+            query, key, mask, bias, causal, scale, everything, cols, None, softcap
+        )
         new_max = torch.maximum(running_max, scores.amax(-1))
         safe_max = torch.where(new_max.isfinite(), new_max, 0.0)
         rescale = torch.exp(running_max - safe_max)

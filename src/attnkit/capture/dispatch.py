@@ -1,0 +1,216 @@
+"""One call of a hooked attention layer: edited if asked, recorded for every open block.
+
+Every adapter (attnkit modules, ``nn.MultiheadAttention``, Hugging Face layers) ends here with
+the layer's own query, key and value. Weights are materialized only when a block (or the caller)
+asks for them; statistics otherwise come from the streamed kernel (:mod:`attnkit.capture.stats`).
+
+A call may see its keys through a window of a longer sequence (a sliding-window KV cache keeps
+only the last keys; a static cache holds empty slots after the tokens seen so far). Its
+:class:`Frame` says where: key ``j`` of the call is absolute position ``offset + j`` of a sequence
+of ``total`` tokens. What is recorded is always in that absolute frame: weights ``(B, H, Q,
+total)`` with zeros outside the window, ``argmax`` as absolute positions, spans read as absolute
+positions, ``sink`` as the weight on absolute position 0.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.attention import backends
+from attnkit.attention.output import AttentionOutput
+from attnkit.capture.stats import Span, attention_stats, capped_attention, stats_from_weights
+
+__all__ = ["Edit", "Frame", "Listener", "attend"]
+
+
+class Listener(Protocol):
+    """What a hook needs from whoever listens to a layer (a :class:`Recording`, say)."""
+
+    want_weights: bool
+    want_stats: tuple[str, ...]
+    spans: dict[str, Span]
+    last_query: bool  # only each call's last query is recorded
+
+    def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None: ...
+
+
+Edit = Callable[[str, Tensor], Tensor]
+
+# id(module) -> [(listener, layer name)] of the blocks open on that module
+ACTIVE: dict[int, list[tuple[Listener, str]]] = {}
+# id(module) -> [(edit, layer name)]: interventions that replace the module's weights
+EDITS: dict[int, list[tuple[Edit, str]]] = {}
+# held while blocks are opened and closed (any thread)
+LOCK = threading.RLock()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a call's keys sit: key ``j`` is position ``offset + j`` of ``total`` tokens."""
+
+    offset: int
+    total: int
+
+
+def attend(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
+    dropout_p: float,
+    need_weights: bool,
+    softcap: float | None = None,
+    frame: Frame | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Attention for one call of a hooked layer: edited if asked, recorded for every listener.
+
+    Args:
+        query, key, value: ``(B, H, Q, D)``, ``(B, Hkv, K, D)``, ``(B, Hkv, K, Dv)``.
+        mask, bias, causal, scale, dropout_p: as in :mod:`attnkit.attention.backends`.
+        need_weights: the caller wants the weights ``(B, H, Q, K)`` back (eager layers).
+        softcap: logit soft-cap ``c`` (scores ``c · tanh(scale · q·k / c)``), or ``None``.
+        frame: the absolute positions of the keys, or ``None`` (key ``j`` is position ``j``).
+
+    Returns:
+        ``(output (B, H, Q, Dv), weights (B, H, Q, K) or None)`` in the call's own key frame.
+    """
+    listeners = ACTIVE.get(id(module), [])
+    edits = EDITS.get(id(module), [])
+    weights_wanted = (
+        need_weights or dropout_p > 0 or edits or any(r.want_weights for r, _ in listeners)
+    )
+    names = tuple(dict.fromkeys(n for r, _ in listeners for n in r.want_stats))
+    spans = {k: v for r, _ in listeners for k, v in r.spans.items()}
+    offset = 0 if frame is None else frame.offset
+    local, empty = _local_spans(spans, offset, key.shape[-2]) if offset else (spans, {})
+    kwargs = {"mask": mask, "bias": bias, "causal": causal, "scale": scale}
+    recording = [r for r, _ in listeners if r.want_stats or r.want_weights]
+    last_only = recording and all(r.last_query for r in recording)
+
+    def reference(q: Tensor, dropout: float = 0.0, **kw) -> AttentionOutput:
+        return capped_attention(
+            q, key, value, softcap=softcap, dropout_p=dropout, need_weights=True, **kw
+        )
+
+    def fused(**kw) -> AttentionOutput:
+        if softcap is not None:
+            return capped_attention(query, key, value, softcap=softcap, **kw)
+        return backends.get("sdpa").fn(query, key, value, **kw)
+
+    weights = None
+    if edits:
+        weights = reference(query, **kwargs).weights
+        for edit, layer in edits:
+            weights = edit(layer, weights)
+        attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+        result = AttentionOutput(backends.weighted_values(attended, value), weights)
+        stats = stats_from_weights(weights, names, local) if names else {}
+    elif last_only and not (need_weights or dropout_p > 0):
+        # only the last query is recorded (generation): statistics (and weights, when asked
+        # for) for one query row; a decoding step's row is its whole output, a longer call's
+        # output comes from the fused kernel
+        row = query[..., -1:, :]
+        last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal, "scale": scale}
+        computed = attention_stats(
+            row, key, value, stats=names, spans=local, softcap=softcap, **last
+        )
+        stats = computed.stats
+        result = computed if query.shape[-2] == 1 else fused(**kwargs)
+        if weights_wanted:
+            weights = reference(row, **last).weights
+    elif weights_wanted:
+        result = reference(query, dropout_p, **kwargs)
+        weights = result.weights
+        stats = stats_from_weights(result.weights, names, local) if names else {}
+    elif names:
+        result = attention_stats(
+            query, key, value, stats=names, spans=local, softcap=softcap, **kwargs
+        )
+        stats = result.stats
+    else:
+        result = fused(**kwargs)
+        stats = {}
+    if frame is not None and (offset or frame.total != key.shape[-2]):
+        stats = _absolute_stats(stats, offset, empty)
+        recorded = None if weights is None else _absolute_weights(weights, frame)
+    else:
+        recorded = weights
+    for listener, layer in listeners:
+        listener._record(layer, recorded, stats)
+    return result.output, result.weights
+
+
+def _last_row(x: Tensor | None) -> Tensor | None:
+    """The last query's row of a mask or bias that may be broadcast along the queries."""
+    return x if x is None or x.shape[-2] == 1 else x[..., -1:, :]
+
+
+def _local_spans(
+    spans: Mapping[str, Span], offset: int, num_keys: int
+) -> tuple[dict[str, Span], dict[str, Tensor | bool]]:
+    """Absolute spans as ranges of a call's keys, which start at position ``offset``.
+
+    Returns:
+        ``(spans, empty)``: each span clipped to the call's keys (a placeholder ``(0, 1)`` where
+        nothing is left), and, for those with nothing left, ``True`` or a ``(B,)`` boolean per
+        example, to zero their mass afterwards.
+    """
+    local: dict[str, Span] = {}
+    empty: dict[str, Tensor | bool] = {}
+    for name, (lo, hi) in spans.items():
+        if isinstance(lo, Tensor):
+            lo = (lo - offset).clamp(0, num_keys)
+            hi = (hi - offset).clamp(0, num_keys)
+            none = lo >= hi
+            if bool(none.any()):
+                empty[name] = none
+                lo, hi = torch.where(none, 0, lo), torch.where(none, 1, hi)
+            local[name] = (lo, hi)
+        else:
+            lo, hi = max(lo - offset, 0), min(hi - offset, num_keys)
+            if lo >= hi:
+                empty[name], (lo, hi) = True, (0, 1)
+            local[name] = (lo, hi)
+    return local, empty
+
+
+def _absolute_stats(
+    stats: Mapping[str, Tensor], offset: int, empty: Mapping[str, Tensor | bool]
+) -> dict[str, Tensor]:
+    """Statistics of a call whose keys start at ``offset``, in absolute positions."""
+    result = dict(stats)
+    if "argmax" in result:
+        result["argmax"] = result["argmax"] + offset
+    if "sink" in result and offset > 0:  # absolute position 0 is outside the window
+        result["sink"] = torch.zeros_like(result["sink"])
+    for name, none in empty.items():
+        key = f"mass:{name}"
+        if key in result:
+            if none is True:
+                result[key] = torch.zeros_like(result[key])
+            else:
+                keep = (~none).to(result[key].device).view(-1, *([1] * (result[key].dim() - 1)))
+                result[key] = result[key] * keep
+    return result
+
+
+def _absolute_weights(weights: Tensor, frame: Frame) -> Tensor:
+    """``(B, H, Q, K)`` weights of a call as ``(B, H, Q, total)``, zeros outside its keys."""
+    width = min(weights.shape[-1], frame.total - frame.offset)
+    if frame.offset == 0 and width == frame.total:
+        return weights[..., :width]
+    placed = weights.new_zeros(*weights.shape[:-1], frame.total)
+    placed[..., frame.offset : frame.offset + width] = weights[..., :width]
+    return placed
