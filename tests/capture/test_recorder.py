@@ -238,28 +238,38 @@ def test_generate_with_kv_cache_equals_one_full_forward(hf_models, family):
         _assert_stats_match(rec, layer, full.attentions[i])
 
 
-def test_interface_is_restored(hf_models):
+def test_interface_is_untouched_and_config_restored(hf_models):
     from transformers.modeling_utils import AttentionInterface
 
-    sdpa, _ = hf_models["llama"]
+    sdpa, eager = hf_models["llama"]
     before = dict(AttentionInterface._global_mapping)
     with attnkit.capture(sdpa, stats=("entropy",)):
-        assert AttentionInterface._global_mapping["sdpa"] is not before["sdpa"]
-    assert AttentionInterface._global_mapping == before
+        # only the captured model names attnkit's dispatcher; the shared entries are untouched
+        assert sdpa.config._attn_implementation == "attnkit_capture_sdpa"
+        assert eager.config._attn_implementation == "eager"
+        for name in ("sdpa", "eager", "flex_attention"):
+            assert AttentionInterface._global_mapping.get(name) is before.get(name)
+    assert sdpa.config._attn_implementation == "sdpa"
+    assert {k: v for k, v in AttentionInterface._global_mapping.items() if k in before} == before
 
 
-def test_unsupported_hugging_face_options_raise(hf_models):
+def test_softcap_is_read_and_sinks_refused(hf_models):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from attnkit.capture.stats import capped_attention
 
     sdpa, _ = hf_models["llama"]
     layer = sdpa.model.layers[0].self_attn
-    q, k = torch.randn(1, 4, 3, 16), torch.randn(1, 2, 3, 16)
-    with attnkit.capture(sdpa, stats=("entropy",)):
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface("sdpa", None)
-        with pytest.raises(ValueError, match=r"\['softcap'\]"):
-            attend(layer, q, k, k, None, softcap=30.0)
-        out, _ = attend(layer, q, k, k, None, position_bias=torch.zeros(1, 4, 3, 3))
-    assert out.shape == (1, 3, 4, 16)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 4, 3, 16, generator=g), torch.randn(1, 2, 3, 16, generator=g)
+    with attnkit.capture(sdpa, weights=True, layers=["model.layers.0.self_attn"]) as rec:
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(sdpa.config._attn_implementation, None)
+        out, _ = attend(layer, q, k, k, None, softcap=0.5, is_causal=False)
+        with pytest.raises(ValueError, match="s_aux"):
+            attend(layer, q, k, k, None, s_aux=torch.zeros(4))
+    expected = capped_attention(q, k, k, softcap=0.5, need_weights=True)
+    torch.testing.assert_close(out, expected.output.transpose(1, 2))
+    torch.testing.assert_close(rec.weights["model.layers.0.self_attn"], expected.weights)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

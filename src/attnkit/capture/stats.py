@@ -545,8 +545,9 @@ def _kernel_stats(
     if "sink" in names:
         ranges.append((0, 1))  # the weight on key 0 is the mass of the span [0, 1)
     output, lse, entropy, best, best_index, masses = kernel.flash_stats(
-        query, key, value, mask, causal, scale, ranges, "argmax" in names, softcap=softcap
-    )
+        query, key, value, mask, causal, scale, ranges, "argmax" in names,
+        **({} if softcap is None else {"softcap": softcap}),
+    )  # fmt: skip
     result = {"entropy": entropy, "argmax": best_index}
     result.update(zip(span_names, masses, strict=False))
     if "sink" in names:
