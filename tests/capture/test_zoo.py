@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo import ARCHS, VOCAB, build, inputs
 
 import attnkit
 from attnkit.capture import attention_layers, stats_from_weights
-
-from zoo import ARCHS, VOCAB, build, inputs
 
 transformers = pytest.importorskip("transformers")
 

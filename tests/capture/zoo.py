@@ -7,6 +7,7 @@ lacks is reported by name and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -124,10 +125,8 @@ def build(arch: Arch):
     config._attn_implementation = "eager"
     eager = model_cls(config).eval()
     captured = copy.deepcopy(eager)
-    try:
+    with contextlib.suppress(ValueError):  # no sdpa (Gemma 2's soft-cap): capture eager
         captured.set_attn_implementation("sdpa")
-    except ValueError:  # no sdpa for this architecture (Gemma 2's soft-cap): capture eager
-        pass
     return captured, eager
 
 
