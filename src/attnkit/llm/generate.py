@@ -6,6 +6,12 @@ and turns them into a :class:`GenerationTrace` per prompt: per new token, layer 
 lookback ratio, entropy, sink mass, largest weight and retrieval hits. Several prompts run as one
 left-padded batch; every statistic is taken relative to each example's own tokens (its context
 span, its first token as the sink), so a batched trace equals the trace of the prompt alone.
+
+Encoder-decoder models (T5, BART, ...) read their source through cross-attention, where
+contextual hallucination was first measured (summarization): the prompt is the source, and the
+signals are those of the decoder's cross-attention layers over it, the source right-padded (so
+that absolute position embeddings do not move). There every cross-attention row sums to one over
+the source, so the lookback ratio is the share of it on the context, ``mass:context``.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ log = logging.getLogger(__name__)
 
 Context = str | tuple[int, int]
 _SUPPORTED = (
-    "a Hugging Face causal LM (AutoModelForCausalLM: Llama, Qwen2, GPT-2, ...) with generate() "
-    "and attn_implementation 'sdpa' or 'eager'"
+    "a Hugging Face causal LM (AutoModelForCausalLM: Llama, Qwen2, GPT-2, ...) or text "
+    "encoder-decoder (T5, BART) with generate() and attn_implementation 'sdpa' or 'eager'"
 )
+# the names transformers gives decoder cross-attention layers (BART/Whisper/Marian, T5, BERT-like)
+_CROSS = ("encoder_attn", "EncDecAttention", "crossattention", "cross_attn")
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,13 @@ def _check_model(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if not isinstance(model, nn.Module) or not callable(getattr(model, "generate", None)):
         raise TypeError(f"model must be {_SUPPORTED}, got {type(model).__name__}")
-    if config is None or getattr(config, "is_encoder_decoder", False):
-        raise ValueError(f"model must be {_SUPPORTED}; {type(model).__name__} is encoder-decoder")
+    if config is None:
+        raise ValueError(f"model must be {_SUPPORTED}; {type(model).__name__} has no config")
+    if getattr(config, "is_encoder_decoder", False) and not _cross_layers(model):
+        raise ValueError(
+            f"model must be {_SUPPORTED}; no cross-attention layer of {type(model).__name__} "
+            "dispatches through transformers' AttentionInterface"
+        )
     implementation = getattr(config, "_attn_implementation", None)
     if implementation not in ("sdpa", "eager"):
         raise ValueError(
@@ -105,6 +118,11 @@ def _check_model(model: nn.Module) -> None:
             f"model must be {_SUPPORTED}; no attention layer of {type(model).__name__} "
             "dispatches through transformers' AttentionInterface, so capture() cannot see it"
         )
+
+
+def _cross_layers(model: nn.Module) -> list[str]:
+    """The decoder cross-attention layers capture can read, in forward order."""
+    return [name for name in attention_layers(model) if name.split(".")[-1] in _CROSS]
 
 
 def _check_prompts(prompts: object) -> list[str]:
@@ -193,7 +211,9 @@ def generate(
     """Generate continuations of ``prompts`` and trace how they attend to their context.
 
     Args:
-        model: a Hugging Face causal LM (``sdpa`` or ``eager``).
+        model: a Hugging Face causal LM or text encoder-decoder model (``sdpa`` or ``eager``);
+            for an encoder-decoder the prompt is the source and the signals are those of the
+            decoder's cross-attention over it (module docstring).
         tokenizer: its tokenizer.
         prompts: one prompt (context, question, ...) or a list of them, run as one left-padded
             batch: each example's signals ignore its padding.
@@ -223,6 +243,11 @@ def generate(
         (i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None),
         model.generation_config.pad_token_id or 0,  # masked out: its value does not matter
     )
+    if getattr(model.config, "is_encoder_decoder", False):
+        traces = _generate_seq2seq(
+            model, tokenizer, encoded, pad_id, max_new_tokens, context_weights, generate_kwargs
+        )
+        return traces[0] if single else traces
     width = max(len(ids) for ids, _ in encoded)
     pads = torch.tensor([width - len(ids) for ids, _ in encoded])  # left padding, (B,)
     input_ids = torch.stack(
@@ -298,3 +323,85 @@ def generate(
         _run_hooks(trace)
         traces.append(trace)
     return traces[0] if single else traces
+
+
+def _generate_seq2seq(
+    model: nn.Module,
+    tokenizer,
+    encoded: list[tuple[Tensor, tuple[int, int]]],
+    pad_id: int,
+    max_new_tokens: int,
+    context_weights: bool,
+    generate_kwargs: dict,
+) -> list[GenerationTrace]:
+    """:func:`generate` for encoder-decoder models: signals of cross-attention over the source.
+
+    The sources are right-padded, so every example keeps its own positions; each step's
+    cross-attention row of every decoder layer is recorded (``(B, H, 1, S)`` per step).
+    """
+    layers = _cross_layers(model)
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.stack(
+        [torch.cat([ids, ids.new_full((width - len(ids),), pad_id)]) for ids, _ in encoded]
+    )  # (B, S)
+    attention_mask = torch.stack(
+        [(torch.arange(width) < len(ids)).long() for ids, _ in encoded]
+    )  # (B, S)
+    starts = torch.tensor([span[0] for _, span in encoded])
+    stops = torch.tensor([span[1] for _, span in encoded])
+    if bool((starts == starts[0]).all() and (stops == stops[0]).all()):
+        context = (int(starts[0]), int(stops[0]))
+    else:
+        context = (starts, stops)
+    spans = {"context": context, "first": (0, 1)}
+    generate_kwargs.setdefault("pad_token_id", pad_id)
+    stats = ("entropy", "max", "argmax")
+    with (
+        torch.no_grad(),
+        capture(
+            model, stats=stats, spans=spans, last_query=True, weights=context_weights,
+            layers=layers,
+        ) as rec,
+    ):  # fmt: skip
+        output = model.generate(
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
+            max_new_tokens=max_new_tokens,
+            **generate_kwargs,
+        )
+    output = output.cpu()
+    recorded = rec.stats
+    weights = rec.weights if context_weights else {}
+    ends = _end_ids(model, generate_kwargs)
+    traces = []
+    for b, (source_ids, span) in enumerate(encoded):
+        new_ids = output[b, 1:]  # after the decoder's start token
+        stop_at = [i for i, token in enumerate(new_ids.tolist()) if token in ends]
+        steps = stop_at[0] + 1 if stop_at else len(new_ids)
+        new_ids = new_ids[:steps]
+
+        def per_token(name: str, b: int = b, steps: int = steps) -> Tensor:
+            rows = [recorded[name][layer][b, :, :steps] for layer in layers]
+            return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
+
+        hits = retrieval_hits(per_token("argmax"), input_ids[b], new_ids[:, None, None], span)
+        leaned = None
+        if context_weights:
+            rows = [weights[layer][b, :, :steps, span[0] : span[1]] for layer in layers]
+            leaned = torch.stack(rows).mean((0, 1)).float().cpu()  # (n, C)
+        trace = GenerationTrace(
+            text=tokenizer.decode(new_ids, skip_special_tokens=True),
+            prompt_ids=source_ids,
+            new_ids=new_ids,
+            context=span,
+            layers=list(layers),
+            lookback_ratio=per_token("mass:context"),
+            entropy=per_token("entropy"),
+            sink=per_token("mass:first"),
+            max_weight=per_token("max"),
+            retrieval=hits,
+            context_weights=leaned,
+        )
+        _run_hooks(trace)
+        traces.append(trace)
+    return traces
