@@ -105,3 +105,24 @@ def test_head_stats_query_mask():
     assert masked.sink[0, 0].item() == pytest.approx(0.5)  # queries 0 and 1 only
     with pytest.raises(ValueError, match="query_mask must be"):
         head_stats(weights, query_mask=torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_encoder_decoder_rollout_equals_a_hand_computed_mixture():
+    from attnkit.interpret.rollout import rollout_encoder_decoder
+
+    # one encoder layer over S = 2 source tokens, one decoder layer over T = 2 tokens, one head
+    encoder = torch.tensor([[[[0.5, 0.5], [0.0, 1.0]]]])  # Â = norm(A + I) = [[.75,.25],[0,1]]
+    decoder = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # Â = [[1, 0], [.25, .75]]
+    cross = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])  # C R_enc = [[.75, .25], [0, 1]]
+    mixture = rollout_encoder_decoder([encoder], [decoder], [cross])
+    # R = ½ [Â_dec | 0] + ½ [0 | C R_enc]
+    expected = torch.tensor([[[0.5, 0.0, 0.375, 0.125], [0.125, 0.375, 0.0, 0.5]]])
+    torch.testing.assert_close(mixture, expected)
+    torch.testing.assert_close(mixture.sum(-1), torch.ones(1, 2))
+    plain = rollout_encoder_decoder([encoder], [decoder], [cross], residual=False)
+    # without residuals the decoder token is all source: [0 | C A_enc]
+    torch.testing.assert_close(plain, torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 1.0]]]))
+    with pytest.raises(ValueError, match="one tensor per decoder layer"):
+        rollout_encoder_decoder([encoder], [decoder], [])
+    with pytest.raises(ValueError, match="rollout_encoder_decoder"):
+        rollout([encoder, cross[0][..., :1]])
