@@ -212,8 +212,8 @@ def verdict_rates(answers, kinds: dict[str, callable], verdicts) -> dict[str, di
     out = {}
     for kind, keep in kinds.items():
         chosen = [a for a in answers if keep(a)]
-        out[kind] = {"n": len(chosen), **{v: sum(a.verdict == v for a in chosen) / max(1, len(chosen))
-                                           for v in verdicts}}  # fmt: skip
+        share = {v: sum(a.verdict == v for a in chosen) / max(1, len(chosen)) for v in verdicts}
+        out[kind] = {"n": len(chosen), **share}
     return out
 
 
@@ -230,6 +230,8 @@ def guided_section(model, tokenizer, world, detector_label, args) -> dict:
     torch.manual_seed(0)
     fit = run_examples(model, tokenizer, fit_examples, label=label_conflict, do_sample=True,
                        temperature=1.0)  # fmt: skip
+    if len({a.hallucinated for a in fit}) < 2:
+        return None  # nothing to fit a detector on
     detector = make_detector(name, **params).fit(
         read_answers(model, fit), [a.hallucinated for a in fit]
     )
@@ -375,7 +377,8 @@ def main() -> None:
         models[f"conflict d{dim}"] = load_conflict(directory)
         training[f"conflict d{dim}"] = {
             "dim": dim, "parameters": sum(p.numel() for p in lm.parameters()),
-            "steps": f"{args.memorise_steps} + {args.steps}", "seconds": time.perf_counter() - start,
+            "steps": f"{args.memorise_steps} + {args.steps}",
+            "seconds": time.perf_counter() - start,
             "memorise loss (last 20)": statistics.fmean(losses[args.memorise_steps - 20:
                                                                args.memorise_steps]),
             "final loss (last 50)": statistics.fmean(losses[-50:]),
@@ -500,24 +503,28 @@ def report(args, models, state, begin) -> None:
         sections.append(markdown_table(
             [pair, *failures], [[label, *(cell(table[label][f]) for f in failures)]
                                 for label in table]))  # fmt: skip
-    sections.append(
-        f"## Decoding ({first}; {args.guided_seeds} seeds x {args.guided} fresh questions, "
-        f"agree:conflict:absent {args.shares}; k = {args.candidates}; the guiding detector, the best attention "
-        f"detector on 'any', fit on sampled answers to {args.fit} other questions: "
-        f"{guided['fit verdicts']}); mean share of each verdict"
-    )
-    rows = []
-    for how, by_kind in guided["mean"].items():
-        for kind, shares in by_kind.items():
-            rows.append([how, kind, *(f"{shares[v]:.3f} ± {guided['std'][how][kind][v]:.3f}"
-                                      for v in shares)])  # fmt: skip
-    sections.append(markdown_table(["decoding", "context", "grounded", "memory", "invented",
-                                    "abstained"], rows))  # fmt: skip
+    if guided is not None:
+        sections.append(
+            f"## Decoding ({first}; {args.guided_seeds} seeds x {args.guided} fresh questions, "
+            f"agree:conflict:absent {args.shares}; k = {args.candidates}; the guiding detector, "
+            "the best attention detector on 'any', fit on sampled answers to "
+            f"{args.fit} other questions: "
+            f"{guided['fit verdicts']}); mean share of each verdict"
+        )
+        rows = []
+        for how, by_kind in guided["mean"].items():
+            for kind, shares in by_kind.items():
+                rows.append([how, kind, *(f"{shares[v]:.3f} ± {guided['std'][how][kind][v]:.3f}"
+                                          for v in shares)])  # fmt: skip
+        sections.append(markdown_table(["decoding", "context", "grounded", "memory", "invented",
+                                        "abstained"], rows))  # fmt: skip
     sections.append(f"Wall time: {wall:.0f} s on {torch.get_num_threads()} thread(s).")
     table = "\n\n".join(sections)
     print(table)
     plot(aurocs, RESULTS / "hallucination.png")
-    payload = {"machine": machine(), "args": vars(args), "wall seconds": wall,
+    payload = {"machine": machine(),
+               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "wall seconds": wall,
                "training": training, "rates": rates, "counts": counts, "auroc": aurocs,
                "transfer": transfers, "guided": guided,
                "world": {"keys": args.keys, "seed": 0}}  # fmt: skip
