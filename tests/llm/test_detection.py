@@ -97,3 +97,20 @@ def test_errors(data, tmp_path):
     path.write_text('{"coef": []}')
     with pytest.raises(ValueError, match="Detector.save"):
         load_detector(path)
+
+
+def test_cross_validated_auroc_uses_held_out_folds(data):
+    from attnkit.llm.detection import cross_validated_auroc
+
+    signals, labels = data
+    assert cross_validated_auroc("lookback lens", signals, labels, seed=0) > 0.9
+    # token probability has nothing to fit: its folds average the AUROC of the fixed score
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    scores = np.array([-s.log_prob.mean().item() for s in signals])
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=3).split(scores, labels)
+    expected = np.mean([roc_auc_score(labels[t], scores[t]) for _, t in folds])
+    assert cross_validated_auroc("token probability", signals, labels, seed=3) == pytest.approx(
+        expected
+    )

@@ -37,6 +37,7 @@ __all__ = [
     "ReDeEP",
     "RetrievalHeadMass",
     "TokenProbability",
+    "cross_validated_auroc",
     "load_detector",
     "make_detector",
 ]
@@ -351,3 +352,23 @@ def load_detector(path: str | Path) -> Detector:
     detector.state = payload["state"]
     detector.evidence = dict(payload.get("evidence") or {})
     return detector
+
+
+def cross_validated_auroc(
+    name: str,
+    signals: Sequence[AnswerSignals],
+    labels: Sequence[int],
+    folds: int = 2,
+    seed: int = 0,
+    **params,
+) -> float:
+    """Mean AUROC of the detector ``name`` over stratified ``folds`` (fit on the others)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = _labels(labels, len(signals))
+    scores = []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(np.zeros(len(labels)), labels):
+        detector = make_detector(name, **params).fit([signals[i] for i in train], labels[train])
+        scores.append(detector.auroc([signals[i] for i in test], labels[test]))
+    return float(np.mean(scores))
