@@ -22,7 +22,8 @@ seeds, and its 95% interval the 2.5 and 97.5 percentiles of ``--bootstrap`` repl
 resample each seed's positives and negatives (stratified) and average over seeds. Transfer: fit
 on every answer of one model ("any" failure), tested on another's. Guided decoding (conflict
 model of the first width): greedy, sampling at T = 1, best-of-k by likelihood and guided by the
-best attention detector (``guided_generate``, k candidates, the answer in one chunk), on
+best attention detector on memory against context (``guided_generate``, k candidates, the
+answer in one chunk), on
 ``--guided`` fresh questions per seed for ``--guided-seeds`` seeds, the detector fit on sampled
 answers to ``--fit`` other questions.
 
@@ -458,7 +459,8 @@ def report(args, models, state, begin) -> None:
     print(f"transfer: {time.perf_counter() - begin:.0f} s", flush=True)
 
     attention = [label for label in DETECTORS if label not in BASELINES]
-    best = max(attention, key=lambda label: (aurocs[first]["any"][label] or {"auroc": 0})["auroc"])
+    target = "memory against context"  # the contextual hallucination the detectors are for
+    best = max(attention, key=lambda label: (aurocs[first][target][label] or {"auroc": 0})["auroc"])
     model, tokenizer, first_world = models[first]
     guided = guided_section(model, tokenizer, first_world, best, args)
     print(f"guided: {time.perf_counter() - begin:.0f} s", flush=True)
@@ -507,7 +509,8 @@ def report(args, models, state, begin) -> None:
         sections.append(
             f"## Decoding ({first}; {args.guided_seeds} seeds x {args.guided} fresh questions, "
             f"agree:conflict:absent {args.shares}; k = {args.candidates}; the guiding detector, "
-            "the best attention detector on 'any', fit on sampled answers to "
+            "the best attention detector on memory against context, fit ('any' label) on sampled "
+            "answers to "
             f"{args.fit} other questions: "
             f"{guided['fit verdicts']}); mean share of each verdict"
         )

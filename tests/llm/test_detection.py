@@ -114,3 +114,31 @@ def test_cross_validated_auroc_uses_held_out_folds(data):
     assert cross_validated_auroc("token probability", signals, labels, seed=3) == pytest.approx(
         expected
     )
+
+
+def test_recommended_is_what_the_benchmark_measured():
+    """RECOMMENDED copies benchmarks/results/hallucination.json: the best attention detector on
+    answers from memory against the context, with its AUROC, interval and n."""
+    import json
+    from pathlib import Path
+
+    from attnkit.llm.detection import RECOMMENDED, recommended_detector
+
+    results = Path(__file__).parents[2] / "benchmarks" / "results" / "hallucination.json"
+    payload = json.loads(results.read_text())
+    table = payload["auroc"][RECOMMENDED["testbed"]][RECOMMENDED["failure"]]
+    row = table[RECOMMENDED["label"]]
+    for key in ("auroc", "low", "high"):
+        assert RECOMMENDED[key] == round(row[key], 3)
+    assert RECOMMENDED["token probability"] == round(table["token probability"]["auroc"], 3)
+    counts = payload["counts"][RECOMMENDED["testbed"]][RECOMMENDED["failure"]]
+    assert (RECOMMENDED["positives"], RECOMMENDED["negatives"]) == (
+        counts["positives"],
+        counts["negatives"],
+    )
+    baselines = ("token probability", "predictive entropy", "hidden-state probe")
+    attention = {k: v["auroc"] for k, v in table.items() if k not in baselines and v}
+    assert max(attention, key=attention.get) == RECOMMENDED["label"]
+    detector = recommended_detector()
+    assert detector.name == RECOMMENDED["name"] and detector.params == RECOMMENDED["params"]
+    assert f"{RECOMMENDED['auroc']:.3f}" in detector.evidence["summary"]
