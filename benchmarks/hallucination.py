@@ -349,7 +349,7 @@ def main() -> None:
         "--resume",
         type=Path,
         default=None,
-        help="the folder an earlier run printed: redo only what follows detection",
+        help="the folder an earlier run printed: reuse its models and answers, redo every score",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -358,6 +358,12 @@ def main() -> None:
         state = torch.load(args.resume / "state.pt", weights_only=False)
         models = {name: (load_conflict if name.startswith("conflict") else load_testbed)(path)
                   for name, path in state["dirs"].items()}  # fmt: skip
+        for name, per_seed in state["runs"].items():  # every score again, from the answers
+            failures = CONFLICT_FAILURES if name.startswith("conflict") else KV_FAILURES
+            state["aurocs"][name], state["counts"][name] = detection(
+                per_seed, failures, args.bootstrap
+            )
+        state["resumed"] = True
         report(args, models, state, begin - state["seconds"])
         return
     workdir = Path(tempfile.mkdtemp(prefix="attnkit-hallucination-"))
@@ -521,7 +527,16 @@ def report(args, models, state, begin) -> None:
                                           for v in shares)])  # fmt: skip
         sections.append(markdown_table(["decoding", "context", "grounded", "memory", "invented",
                                         "abstained"], rows))  # fmt: skip
-    sections.append(f"Wall time: {wall:.0f} s on {torch.get_num_threads()} thread(s).")
+    resumed = (
+        f" (models and answers from a first run, {state['seconds']:.0f} s of it; every score, "
+        "the transfer and the decoding recomputed from them with --resume)"
+        if state.get("resumed")
+        else ""
+    )
+    sections.append(
+        f"Wall time: {wall:.0f} s on {torch.get_num_threads()} thread(s){resumed}; the machine's "
+        "2 cores were shared with other jobs."
+    )
     table = "\n\n".join(sections)
     print(table)
     plot(aurocs, RESULTS / "hallucination.png")

@@ -211,7 +211,7 @@ def test_answer_detector_scores_each_answer_from_its_signals(lm):
                                                                  max_new_tokens=3)  # fmt: skip
     traces = generate(model, tokenizer, [e.prompt for e in examples],
                       context=[e.context for e in examples], max_new_tokens=3)  # fmt: skip
-    expected = detector.predict(read_answers(model, traces))
+    expected = detector.probability(read_answers(model, traces))
     [check] = result.checks
     assert check.name == "lookback lens score"
     assert [o.value for o in check.outcomes] == pytest.approx(expected.tolist(), abs=1e-6)

@@ -307,6 +307,8 @@ class AnswerDetector(Check):
         signals = self._signals.get(id(trace))
         if signals is None:
             raise ValueError("call prepare(model, traces) with this trace before measure()")
+        if self.detector.supervised:  # a probability, as the default condition expects
+            return float(self.detector.probability([signals])[0])
         return float(self.detector.predict([signals])[0])
 
     def describe(self) -> str:

@@ -54,6 +54,10 @@ def _labels(labels: Sequence[int], count: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=np.float64)))
+
+
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -103,20 +107,29 @@ class Detector:
         }
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """Hallucination score of each feature row ``(N, F) -> (N,)``: a probability for the
-        logistic detectors."""
+        """Hallucination score of each feature row ``(N, F) -> (N,)``; for the logistic
+        detectors the log-odds ``w · z + b`` (a probability saturates to exactly 1.0 far from
+        the training data, and ties would hide the ranking an AUROC measures)."""
         state = self._state()
         features = np.asarray(features, dtype=np.float64)
         z = (features - np.asarray(state["mean"])) / np.asarray(state["scale"])
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(state["coef"]) + state["intercept"])))
+        return z @ np.asarray(state["coef"]) + state["intercept"]
 
     def predict(self, signals: Sequence[AnswerSignals]) -> np.ndarray:
-        """Hallucination score of each answer, ``(N,)``."""
+        """Hallucination score of each answer, ``(N,)`` (log-odds for the logistic ones)."""
         return self.score(self.featurize(signals))
 
+    def probability(self, signals: Sequence[AnswerSignals]) -> np.ndarray:
+        """Probability of hallucination of each answer, ``(N,)``: the logistic detectors only."""
+        if not self.supervised:
+            raise ValueError(f"the {self.name} detector's score is not a probability")
+        return _sigmoid(self.predict(signals))
+
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """:meth:`score` under the name :func:`~attnkit.llm.guided.guided_generate` calls."""
-        return self.score(features)
+        """Scores of feature rows under the name :func:`~attnkit.llm.guided.guided_generate`
+        calls: the probability for the logistic detectors, :meth:`score` for the others."""
+        scores = self.score(features)
+        return _sigmoid(scores) if self.supervised else scores
 
     def auroc(self, signals: Sequence[AnswerSignals], labels: Sequence[int]) -> float:
         return _auroc(self.predict(signals), _labels(labels, len(signals)))
