@@ -60,6 +60,7 @@ BENCHMARKS = (
     Benchmark("faithfulness", "Faithfulness verdicts on the evidence task", True),
     Benchmark("minilm", "Explanations on all-MiniLM-L6-v2 with a trained head", True),
     Benchmark("testbed", "Lookback Lens on the retrieval testbed", True),
+    Benchmark("hallucination", "Hallucination detectors on two testbeds", True),
     Benchmark("monitor", "Monitor: HTTP ingest and dashboard latency", True),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}

@@ -217,7 +217,8 @@ def eval_prompts(
     prompts: Annotated[Path, typer.Argument(help="JSONL: id, prompt, context[, expected].")],
     model: Annotated[Path, typer.Option(help="A Hugging Face causal LM directory + tokenizer.")],
     detector: Annotated[
-        Path | None, typer.Option(help="A fitted LookbackLens (JSON from save()).")
+        Path | None,
+        typer.Option(help="A fitted detector: JSON from Detector.save() or LookbackLens.save()."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where to write eval.json and eval.html.")] = Path(
         "attnkit-eval"

@@ -26,6 +26,7 @@ from enum import Enum
 from attnkit.llm.generate import GenerationTrace
 
 __all__ = [
+    "AnswerDetector",
     "AnswerLength",
     "Check",
     "CheckResult",
@@ -251,6 +252,69 @@ class DetectorScore(Check):
         else:
             features = window_features(trace.lookback_ratio, self.window)
         return float(self.detector.predict_proba(features).max())
+
+
+@dataclass(frozen=True)
+class AnswerDetector(Check):
+    """A fitted detector of :mod:`attnkit.llm.detection`, by name (ReDeEP, Lookback Lens,
+    LLM-Check, ...): its hallucination score of each answer, from one teacher-forced pass of the
+    model over prompt and answer (:func:`attnkit.llm.readout.read_answers`, run by
+    :meth:`prepare`, which :meth:`Suite.run <attnkit.llm.suite.Suite.run>` calls). The evidence
+    saved with the detector (its measured AUROC with interval and n) is part of the check's
+    description, so that the report says how far the score can be trusted.
+
+    The default condition (WARN > 0.5, FAIL > 0.8) fits detectors whose score is a probability
+    (the logistic ones); the others need a ``condition``.
+    """
+
+    detector: object
+    condition: Condition | None = None
+    share: ShareCondition = field(default_factory=ShareCondition)
+    name: str = ""
+    _signals: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from attnkit.llm.detection import Detector
+
+        if not isinstance(self.detector, Detector) or self.detector.state is None:
+            raise TypeError(
+                "detector must be a fitted attnkit.llm.detection.Detector, got "
+                f"{self.detector!r:.80}"
+            )
+        if self.condition is None:
+            if not self.detector.supervised:
+                raise ValueError(
+                    f"condition must be given for the {self.detector.name!r} detector, whose "
+                    "score is not a probability"
+                )
+            object.__setattr__(self, "condition", Condition(warn_above=0.5, fail_above=0.8))
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.detector.name} score")
+
+    def prepare(self, model, traces: Sequence[GenerationTrace]) -> None:
+        """Read the signals of every non-empty answer once (one batched pass)."""
+        from attnkit.llm.readout import read_answers
+
+        answered = [t for t in traces if len(t.new_ids)]
+        self._signals.clear()
+        self._signals.update(
+            zip(map(id, answered), read_answers(model, answered) if answered else [], strict=True)
+        )
+
+    def measure(self, trace: GenerationTrace, expected: str | None) -> float | None:
+        if not len(trace.new_ids):
+            return None
+        signals = self._signals.get(id(trace))
+        if signals is None:
+            raise ValueError("call prepare(model, traces) with this trace before measure()")
+        if self.detector.supervised:  # a probability, as the default condition expects
+            return float(self.detector.probability([signals])[0])
+        return float(self.detector.predict([signals])[0])
+
+    def describe(self) -> str:
+        evidence = getattr(self.detector, "evidence", None) or {}
+        words = f"; {evidence['summary']}" if "summary" in evidence else ""
+        return super().describe() + words
 
 
 _UNITS = ("words", "tokens", "characters")

@@ -27,6 +27,7 @@ from pathlib import Path
 from torch import nn
 
 from attnkit.llm.checks import (
+    AnswerDetector,
     AnswerLength,
     Check,
     CheckResult,
@@ -262,6 +263,10 @@ class Suite:
             if progress is not None:
                 progress(len(traces), len(examples))
         expected = [e.expected for e in examples]
+        for check in self.checks:  # checks that need the model (AnswerDetector) read it once
+            prepare = getattr(check, "prepare", None)
+            if callable(prepare):
+                prepare(model, traces)
         results = [check.run(traces, expected) for check in self.checks]
         config = getattr(model, "config", None)
         return SuiteResult(
@@ -313,7 +318,14 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
     (FAIL when missing, where given) and, with a fitted ``detector``, its score (WARN > 0.5,
     FAIL > 0.8). Every check FAILs the dataset when any example fails. The bounds are starting
     points, not calibrated for any model.
+
+    ``detector`` is a fitted :class:`~attnkit.llm.detection.Detector` (checked by
+    :class:`~attnkit.llm.checks.AnswerDetector`; its name and measured AUROC go into the
+    result's settings) or a :class:`~attnkit.llm.detector.LookbackLens` (the older span
+    detector, :class:`~attnkit.llm.checks.DetectorScore`).
     """
+    from attnkit.llm.detection import Detector
+
     checks: list[Check] = [
         SignalCheck("lookback_ratio", Condition(fail_below=0.2, warn_below=0.4)),
         SignalCheck("sink", Condition(warn_above=0.9)),
@@ -321,9 +333,29 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
         Refusal(status=Status.WARN),
         ExpectedAnswer(),
     ]
-    if detector is not None:
+    settings: dict[str, object] = {}
+    if isinstance(detector, Detector):
+        checks.append(AnswerDetector(detector))
+        settings["detector"] = detector.name
+        evidence = getattr(detector, "evidence", None) or {}
+        if "summary" in evidence:
+            settings["detector evidence"] = evidence["summary"]
+    elif detector is not None:
         checks.append(DetectorScore(detector))
-    return Suite(checks, batch_size=batch_size)
+        settings["detector"] = "lookback lens (span)"
+    return Suite(checks, batch_size=batch_size, settings=settings)
+
+
+def load_any_detector(path: str | Path):
+    """A detector file: a :class:`~attnkit.llm.detection.Detector` saved by its ``save`` (JSON
+    with a ``"detector"`` name), else a :class:`~attnkit.llm.detector.LookbackLens`."""
+    from attnkit.llm.detection import load_detector
+    from attnkit.llm.detector import LookbackLens
+
+    payload = json.loads(Path(path).read_text())
+    if isinstance(payload, dict) and "detector" in payload:
+        return load_detector(path)
+    return LookbackLens.load(path)
 
 
 def eval_command(
@@ -341,10 +373,8 @@ def eval_command(
     from rich.progress import Progress
     from rich.table import Table
 
-    from attnkit.llm.detector import LookbackLens
-
     examples = load_prompts(prompts)
-    lens = None if detector is None else LookbackLens.load(detector)
+    lens = None if detector is None else load_any_detector(detector)
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         model_dir, attn_implementation="sdpa"

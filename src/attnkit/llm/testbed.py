@@ -366,11 +366,12 @@ class LabelledTrace:
 
     @property
     def hallucinated(self) -> int:
-        """1 when the answer is not supported by the context (wrong or invented), else 0.
+        """1 when the answer is not supported by the context (wrong, invented, or, on the
+        knowledge-conflict testbed, memory), else 0.
 
         Abstaining on an absent key is the supported answer: 0.
         """
-        return int(self.verdict in ("wrong", "invented"))
+        return int(self.verdict in ("wrong", "invented", "memory"))
 
 
 def answer_log_prob(model, trace: GenerationTrace) -> float:
@@ -390,13 +391,17 @@ def run_examples(
     examples: Sequence[Example],
     max_new_tokens: int = 12,
     batch_size: int = 32,
+    label=None,
     **generate_kwargs,
 ) -> list[LabelledTrace]:
     """Answer the examples with :func:`attnkit.llm.generate` and label every answer.
 
     Prompts run in left-padded batches of ``batch_size``; ``generate_kwargs`` go to
-    ``model.generate`` (greedy by default).
+    ``model.generate`` (greedy by default). ``label(example, text)`` gives the verdict
+    (default :func:`label_answer`; :func:`attnkit.llm.conflict.label_conflict` for the
+    knowledge-conflict testbed's examples).
     """
+    label = label_answer if label is None else label
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     generate_kwargs.setdefault("do_sample", False)
@@ -412,7 +417,7 @@ def run_examples(
             **generate_kwargs,
         )
         for example, trace in zip(batch, traces, strict=True):
-            verdict = label_answer(example, tokenizer.decode(trace.new_ids))
+            verdict = label(example, tokenizer.decode(trace.new_ids))
             labelled.append(LabelledTrace(example, trace, verdict, answer_log_prob(model, trace)))
     return labelled
 
