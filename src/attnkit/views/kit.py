@@ -94,6 +94,8 @@ def wrap(kind: str, body: str, script: str = "", data: object = None) -> View:
     The script runs as ``(function(root, data){...})(element, parsed data)``.
     """
     ident = view_id(kind)
+    # a class on every table keeps site themes' table styles (mkdocs-material's) off them
+    body = body.replace("<table>", '<table class="attnkit-table">')
     parts = [
         f'<div class="attnkit-view attnkit-{kind}" id="{ident}">',
         f"<style>{STYLE}</style>",
