@@ -14,10 +14,18 @@ Each returns a :class:`View` (``.html`` is the fragment). The objects' own ``_re
 these with their defaults; call them directly for options (tokens' text, example, size budget).
 """
 
+from attnkit.views.attribution import attribution_view
 from attnkit.views.explanation import explanation_view
 from attnkit.views.kit import View
 from attnkit.views.recording import recording_view
 from attnkit.views.suite import suite_view
 from attnkit.views.trace import trace_view
 
-__all__ = ["View", "explanation_view", "recording_view", "suite_view", "trace_view"]
+__all__ = [
+    "View",
+    "attribution_view",
+    "explanation_view",
+    "recording_view",
+    "suite_view",
+    "trace_view",
+]
