@@ -65,11 +65,11 @@ def test_every_code_cell_displays_without_error(exported):
     shown = [o for cell in outputs for o in cell if "text/html" in o.get("data", {})]
     kinds = [
         kind
-        for kind in ("recording", "explanation", "trace", "suite")
+        for kind in ("recording", "explanation", "trace", "attribution", "suite")
         for o in shown
         if f"attnkit-view attnkit-{kind}" in o["data"]["text/html"]
     ]
-    assert kinds == ["recording", "explanation", "trace", "suite"]
+    assert kinds == ["recording", "explanation", "trace", "attribution", "suite"]
 
 
 @pytest.mark.slow
@@ -112,6 +112,11 @@ def test_views_work_in_chromium(exported, chromium, tmp_path):
         trace = tab.locator(".attnkit-trace")
         trace.locator(".answer-tokens .tok").nth(0).click()
         assert "(pinned)" in trace.locator(".info").inner_text()
+        attribution = tab.locator(".attnkit-attribution")
+        attribution.locator("select.method").select_option("2")  # gradient x input
+        attribution.locator(".answer .tok").nth(0).click()
+        assert attribution.get_attribute("data-method") == "2"
+        assert '"paris" (pinned)' in attribution.locator(".info").inner_text()
         suite = tab.locator(".attnkit-suite details").first
         suite.locator("summary").click()
         assert suite.evaluate("element => element.open")
