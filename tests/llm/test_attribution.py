@@ -166,6 +166,10 @@ def test_generated_answer_and_wrong_arguments(model, tokenizer):
         expected = model.generate(**tokenizer("one two three", return_tensors="pt"),
                                   max_new_tokens=2, do_sample=False)  # fmt: skip
     assert result.answer_ids.tolist() == expected[0, -2:].tolist()
+    one = attribute(model, tokenizer, "one two three", answer=" four", steps=4, resamples=20)
+    for verdict in one.verdicts:  # one answer token: nothing to resample, no interval, no verdict
+        assert verdict.n == 1 and verdict.verdict == "inconclusive"
+        assert all(math.isnan(x) for x in (*verdict.gain_interval, *verdict.sufficiency_interval))
     with pytest.raises(ValueError, match="prompt must be a non-empty string"):
         attribute(model, tokenizer, "")
     with pytest.raises(TypeError, match="Hugging Face causal LM"):

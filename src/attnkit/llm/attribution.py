@@ -24,8 +24,9 @@ comprehensiveness and sufficiency are set against a random ranking and against l
 with ``n`` (the answer's tokens) and 95% bootstrap intervals over them, and Kendall's τ with
 leave-one-out (:func:`attnkit.interpret.rank_agreement`). A method is *trusted* when the lower end
 of its gain's interval reaches :data:`attnkit.interpret.verdicts.MIN_GAIN` and τ > 0, *flagged*
-when the upper end stays below it, and *inconclusive* otherwise or when leave-one-out itself beats
-random by less than :data:`~attnkit.interpret.verdicts.MIN_SPAN`.
+when the upper end stays below it, and *inconclusive* otherwise, when leave-one-out itself beats
+random by less than :data:`~attnkit.interpret.verdicts.MIN_SPAN`, or for a one-token answer (no
+interval).
 
 A hidden token is masked out of attention (``attention_mask`` 0) at its own position; positions
 of the other tokens do not move.
@@ -313,9 +314,11 @@ def _per_token(classifier, embeddings, visible, target, importance) -> tuple[Ten
     )
 
 
-def _interval(samples: Tensor) -> tuple[float, float]:
+def _interval(samples: Tensor, n: int) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap ``samples`` ``(resamples,)`` over ``n`` answer
+    tokens; NaN for one token, where resampling has nothing to vary."""
     finite = samples[torch.isfinite(samples)]
-    if finite.numel() == 0:
+    if finite.numel() == 0 or n < 2:
         return (float("nan"), float("nan"))
     low, high = torch.quantile(finite, torch.tensor([0.025, 0.975], dtype=finite.dtype))
     return (float(low), float(high))
@@ -341,7 +344,7 @@ def _verdicts(classifier, embeddings, visible, target, scores, seed, resamples):
 
         span = float(reference_comp.mean() - random_comp.mean())
         point = float(gain(torch.arange(n)))
-        low, high = _interval(gain(draws))
+        low, high = _interval(gain(draws), n)
         tau = rank_agreement(importance, scores[REFERENCE], visible.cpu()).mean_tau
         if span < MIN_SPAN or low != low:  # NaN: no interval
             verdict = "inconclusive"
@@ -357,9 +360,9 @@ def _verdicts(classifier, embeddings, visible, target, scores, seed, resamples):
                 reference=REFERENCE,
                 n=n,
                 comprehensiveness=float(comp.mean()),
-                comprehensiveness_interval=_interval(comp[draws].mean(-1)),
+                comprehensiveness_interval=_interval(comp[draws].mean(-1), n),
                 sufficiency=float(suff.mean()),
-                sufficiency_interval=_interval(suff[draws].mean(-1)),
+                sufficiency_interval=_interval(suff[draws].mean(-1), n),
                 random_comprehensiveness=float(random_comp.mean()),
                 reference_comprehensiveness=float(reference_comp.mean()),
                 gain=point if span > 0 else float("nan"),

@@ -31,7 +31,8 @@ STYLE = """
 .attnkit-view td,.attnkit-view th{border:1px solid #ddd;padding:.2rem .45rem;text-align:left;
  vertical-align:top}
 .attnkit-view th{background:#f4f4f6}
-.attnkit-view .num{text-align:right;font-variant-numeric:tabular-nums}
+.attnkit-view table.attnkit-table td,.attnkit-view table.attnkit-table th{text-align:left}
+.attnkit-view table.attnkit-table .num{text-align:right;font-variant-numeric:tabular-nums}
 .attnkit-view .meta{color:#555;margin:.2rem 0}
 .attnkit-view .ok{color:#1a7f37}.attnkit-view .no{color:#b42318}.attnkit-view .unsure{color:#9a6700}
 .attnkit-view .tokens{line-height:2;margin:.3rem 0 .8rem}
