@@ -1,6 +1,7 @@
 """Attribution of generated tokens against numbers computed here by hand on a tiny GPT-2: the
 attention from its equations, gradients by autograd on the plain forward, leave-one-out by masking,
-integrated gradients by completeness, and the faithfulness numbers by attnkit.interpret.eraser."""
+integrated gradients by completeness, and the faithfulness numbers by attnkit.interpret.eraser;
+and on tiny T5 and BART against their eager attentions, autograd and masking."""
 
 import math
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from attnkit.interpret.faithfulness import BINS, eraser
+from attnkit.interpret.rollout import rollout
 from attnkit.llm.attribution import METHODS, attribute
 
 transformers = pytest.importorskip("transformers")
@@ -176,3 +178,67 @@ def test_generated_answer_and_wrong_arguments(model, tokenizer):
         attribute(torch.nn.Linear(2, 2), tokenizer, "a")
     with pytest.raises(ValueError, match="context must be a substring"):
         attribute(model, tokenizer, "one two", answer=" x", context="three", steps=2)
+
+
+@pytest.fixture(scope="module", params=["t5", "bart"])
+def seq2seq(request, tokenizer, tmp_path_factory):
+    torch.manual_seed(0)
+    if request.param == "t5":
+        config = transformers.T5Config(
+            vocab_size=tokenizer.vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+            num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=102,
+        )  # fmt: skip
+        cls = transformers.T5ForConditionalGeneration
+    else:
+        config = transformers.BartConfig(
+            vocab_size=tokenizer.vocab_size, d_model=16, encoder_layers=2, decoder_layers=1,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+            decoder_ffn_dim=32, max_position_embeddings=64, decoder_start_token_id=101,
+            pad_token_id=0, eos_token_id=102, bos_token_id=101,
+        )  # fmt: skip
+        cls = transformers.BartForConditionalGeneration
+    path = tmp_path_factory.mktemp(request.param)
+    cls(config).save_pretrained(path)
+    return tuple(cls.from_pretrained(path, attn_implementation=i).eval() for i in ("sdpa", "eager"))
+
+
+def test_encoder_decoder_against_eager_attentions_and_autograd(seq2seq, tokenizer):
+    model, eager = seq2seq
+    result = attribute(model, tokenizer, PROMPT, answer=ANSWER, context=CONTEXT, steps=8,
+                       resamples=50)  # fmt: skip
+    p, n = len(result.prompt_ids), len(result.answer_ids)
+    start = model.config.decoder_start_token_id
+    decoder = torch.cat([torch.tensor([start]), result.answer_ids[:-1]])[None]
+    with torch.no_grad():
+        out = eager(input_ids=result.prompt_ids[None], decoder_input_ids=decoder,
+                    output_attentions=True)  # fmt: skip
+    cross = out.cross_attentions[-1][0].permute(1, 0, 2)  # (n, H, P)
+    torch.testing.assert_close(result.head_scores, cross, atol=1e-6, rtol=1e-5)
+    encoder = out.encoder_attentions
+    rolled = cross.mean(1) @ rollout(list(encoder))[0]  # cross-attention through the encoder
+    torch.testing.assert_close(result.scores["rollout"], rolled, atol=1e-6, rtol=1e-5)
+    probs = out.logits[0].softmax(-1).gather(1, result.answer_ids[:, None])[:, 0]
+    torch.testing.assert_close(result.probabilities, probs, atol=1e-6, rtol=1e-5)
+    for t, target in enumerate(result.answer_ids.tolist()):
+        embeddings = model.get_input_embeddings()(result.prompt_ids).detach().requires_grad_()
+        logit = model(inputs_embeds=embeddings[None], decoder_input_ids=decoder).logits[
+            0, t, target
+        ]
+        (grad,) = torch.autograd.grad(logit, embeddings)
+        expected = (grad * embeddings.detach()).sum(-1)
+        torch.testing.assert_close(result.scores["gradient x input"][t], expected)
+    mask = torch.ones(1, p, dtype=torch.long)
+    mask[0, 2] = 0
+    with torch.no_grad():
+        hidden = model(input_ids=result.prompt_ids[None], attention_mask=mask,
+                       decoder_input_ids=decoder).logits[0].softmax(-1)  # fmt: skip
+    drop = probs - hidden.gather(1, result.answer_ids[:, None])[:, 0]
+    torch.testing.assert_close(result.scores["leave-one-out"][:, 2], drop, atol=1e-7, rtol=1e-4)
+    assert [v.n for v in result.verdicts] == [n] * 5
+    generated = attribute(model, tokenizer, "one two three", max_new_tokens=2, steps=2,
+                          resamples=10)  # fmt: skip
+    with torch.no_grad():
+        ids = tokenizer("one two three", return_tensors="pt")["input_ids"]
+        expected = model.generate(input_ids=ids, max_new_tokens=2, do_sample=False)[0, 1:]
+    eos = model.config.eos_token_id
+    assert generated.answer_ids.tolist() == [i for i in expected.tolist() if i != eos][:2]

@@ -1,14 +1,16 @@
 """Attribution of generated tokens: for each token of an answer, how much each prompt token
 mattered, by several methods, and whether each method can be trusted on this model and prompt.
 
-For a Hugging Face causal LM, a prompt of ``P`` tokens and an answer of ``n`` tokens (given, or
-generated greedily), every method gives ``(n, P)`` scores, row ``t`` explaining answer token
-``t`` (its logit, or its probability for leave-one-out) from the prompt, with the answer's earlier
-tokens kept as they are:
+For a Hugging Face causal LM or encoder-decoder (T5, BART: the prompt is the encoder's input),
+a prompt of ``P`` tokens and an answer of ``n`` tokens (given, or generated greedily), every
+method gives ``(n, P)`` scores, row ``t`` explaining answer token ``t`` (its logit, or its
+probability for leave-one-out) from the prompt, with the answer's earlier tokens kept as they are:
 
 - ``"attention"``: the last layer's weights of the query that predicts token ``t`` on the prompt,
-  mean over heads (per head in :attr:`Attribution.head_scores`, ``(n, H, P)``);
-- ``"rollout"``: attention rollout (Abnar & Zuidema 2020) over all layers, same row;
+  mean over heads (per head in :attr:`Attribution.head_scores`, ``(n, H, P)``; encoder-decoder:
+  the last cross-attention);
+- ``"rollout"``: attention rollout (Abnar & Zuidema 2020) over all layers, same row
+  (encoder-decoder: the last cross-attention carried through the encoder's rollout);
 - ``"gradient x input"`` (Shrikumar et al. 2016) and ``"integrated gradients"`` (Sundararajan et
   al. 2017, captum; from all-zero prompt embeddings, the answer's embeddings fixed) of the token's
   logit with respect to the prompt's token embeddings, summed over the embedding;
@@ -131,13 +133,8 @@ def _check_model(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if not isinstance(model, nn.Module) or config is None or not hasattr(model, "generate"):
         raise TypeError(
-            f"model must be a Hugging Face causal LM (AutoModelForCausalLM), got "
-            f"{type(model).__name__}"
-        )
-    if getattr(config, "is_encoder_decoder", False):
-        raise ValueError(
-            f"model must be a causal LM; {type(model).__name__} is encoder-decoder, which "
-            "attribute() does not support yet"
+            f"model must be a Hugging Face causal LM (AutoModelForCausalLM) or encoder-decoder "
+            f"(AutoModelForSeq2SeqLM), got {type(model).__name__}"
         )
 
 
@@ -176,7 +173,7 @@ def attribute(
     """Attribute each answer token to the prompt's tokens, by every method of :data:`METHODS`.
 
     Args:
-        model: a Hugging Face causal LM (``sdpa`` or ``eager``), in eval mode.
+        model: a Hugging Face causal LM or encoder-decoder (``sdpa`` or ``eager``).
         tokenizer: its tokenizer (a fast one when ``context`` is given: offsets map sentences).
         prompt: the prompt's text.
         answer: the answer's text (tokenized without special tokens and appended to the
@@ -201,6 +198,7 @@ def attribute(
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r:.80}")
     model.eval()
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"][0]
     length = len(prompt_ids)
     if answer is None:
@@ -211,7 +209,7 @@ def attribute(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
             )
-        answer_ids = output[0, length:].cpu()
+        answer_ids = output[0, 1 if seq2seq else length :].cpu()  # seq2seq: after the start
         eos = model.generation_config.eos_token_id
         ends = set() if eos is None else set(eos if isinstance(eos, list) else [eos])
         stop = next((i for i, t in enumerate(answer_ids.tolist()) if t in ends), len(answer_ids))
@@ -223,43 +221,15 @@ def attribute(
     if len(answer_ids) == 0:
         raise ValueError("the answer has no tokens (empty answer, or generation ended at once)")
     n = len(answer_ids)
-    sequence = torch.cat([prompt_ids, answer_ids]).to(model.device)  # (N,)
-    embed = model.get_input_embeddings()
-    with torch.no_grad():
-        prompt_embeddings = embed(sequence[:length]).detach()  # (P, E)
-        answer_embeddings = embed(sequence[length:]).detach()  # (n, E)
-
-    def classifier(rows: Tensor):
-        """``forward(embeddings (B, P, E), visible (B, P)) -> logits (B, V)``: row ``r`` is
-        answer token ``rows[r % len(rows)]`` (captum repeats the batch along its steps)."""
-
-        def forward(embeddings: Tensor, visible: Tensor) -> Tensor:
-            batch = embeddings.shape[0]
-            tail = answer_embeddings.expand(batch, -1, -1)  # (B, n, E)
-            inputs = torch.cat([embeddings, tail.to(embeddings.dtype)], 1)  # (B, N, E)
-            mask = torch.cat([visible, visible.new_ones(batch, n)], 1).long()  # (B, N)
-            logits = model(inputs_embeds=inputs, attention_mask=mask).logits  # (B, N, V)
-            which = rows.to(logits.device)[torch.arange(batch, device=logits.device) % len(rows)]
-            return logits[torch.arange(batch, device=logits.device), length - 1 + which]
-
-        return forward
-
-    every = torch.arange(n)
-    forward = classifier(every)
+    build = _encoder_decoder if seq2seq else _decoder_only
+    classifier, prompt_embeddings, probabilities, head_scores, rolled = build(
+        model, prompt_ids.to(model.device), answer_ids.to(model.device)
+    )
+    forward = classifier(torch.arange(n))
     embeddings = prompt_embeddings.expand(n, -1, -1).contiguous()  # (n, P, E)
     visible = torch.ones(n, length, dtype=torch.bool, device=embeddings.device)
     target = answer_ids.to(embeddings.device)
-    with torch.no_grad(), capture(model, weights=True) as rec:
-        logits = model(input_ids=sequence[None]).logits[0]  # (N, V)
-    rows = torch.arange(length - 1, length - 1 + n)
-    probabilities = logits[rows].float().softmax(-1).gather(1, target[:, None].cpu())[:, 0]
-    weights = rec.weights
-    last = list(weights.values())[-1][0].float().cpu()  # (H, N, N)
-    head_scores = last[:, rows, :length].permute(1, 0, 2).contiguous()  # (n, H, P)
-    scores: dict[str, Tensor] = {
-        "attention": head_scores.mean(1),
-        "rollout": rollout({k: v.float().cpu() for k, v in weights.items()})[0, rows, :length],
-    }
+    scores: dict[str, Tensor] = {"attention": head_scores.mean(1), "rollout": rolled}
     scores["gradient x input"] = gradient_x_input(forward, embeddings, visible, target).cpu()
     scores["integrated gradients"] = integrated_gradients(
         forward, embeddings, visible, target, steps
@@ -292,6 +262,91 @@ def attribute(
         sentence_scores=sentence_scores,
         verdicts=verdicts,
     )
+
+
+def _rows_of(rows: Tensor, batch: int, device) -> Tensor:
+    """The answer token of each of ``batch`` rows: ``rows[r % len(rows)]`` (captum repeats the
+    batch along its integration steps)."""
+    return rows.to(device)[torch.arange(batch, device=device) % len(rows)]
+
+
+def _decoder_only(model: nn.Module, prompt_ids: Tensor, answer_ids: Tensor):
+    """A causal LM: one sequence, prompt then answer; token ``t`` is read at ``P - 1 + t``."""
+    length, n = len(prompt_ids), len(answer_ids)
+    sequence = torch.cat([prompt_ids, answer_ids])  # (N,)
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        prompt_embeddings = embed(sequence[:length]).detach()  # (P, E)
+        answer_embeddings = embed(sequence[length:]).detach()  # (n, E)
+
+    def classifier(rows: Tensor):
+        """``forward(embeddings (B, P, E), visible (B, P)) -> logits (B, V)``."""
+
+        def forward(embeddings: Tensor, visible: Tensor) -> Tensor:
+            batch = embeddings.shape[0]
+            tail = answer_embeddings.expand(batch, -1, -1)  # (B, n, E)
+            inputs = torch.cat([embeddings, tail.to(embeddings.dtype)], 1)  # (B, N, E)
+            mask = torch.cat([visible, visible.new_ones(batch, n)], 1).long()  # (B, N)
+            logits = model(inputs_embeds=inputs, attention_mask=mask).logits  # (B, N, V)
+            which = _rows_of(rows, batch, logits.device)
+            return logits[torch.arange(batch, device=logits.device), length - 1 + which]
+
+        return forward
+
+    with torch.no_grad(), capture(model, weights=True) as rec:
+        logits = model(input_ids=sequence[None]).logits[0]  # (N, V)
+    rows = torch.arange(length - 1, length - 1 + n)
+    probabilities = logits[rows].float().softmax(-1).gather(1, answer_ids[:, None])[:, 0]
+    weights = {k: v.float().cpu() for k, v in rec.weights.items()}
+    last = list(weights.values())[-1][0]  # (H, N, N)
+    head_scores = last[:, rows, :length].permute(1, 0, 2).contiguous()  # (n, H, P)
+    rolled = rollout(weights)[0, rows, :length]  # (n, P)
+    return classifier, prompt_embeddings, probabilities.cpu(), head_scores, rolled
+
+
+def _encoder_decoder(model: nn.Module, prompt_ids: Tensor, answer_ids: Tensor):
+    """An encoder-decoder: the prompt is the encoder's input, the answer the decoder's (after the
+    decoder start token); attention is the last cross-attention, rollout the last
+    cross-attention carried through the encoder's rollout (``A_cross R_enc``, as
+    :func:`attnkit.interpret.explain` carries an attention pooling through the encoder)."""
+    length, n = len(prompt_ids), len(answer_ids)
+    start = model.config.decoder_start_token_id
+    if start is None:
+        raise ValueError("model.config.decoder_start_token_id must be set for an encoder-decoder")
+    decoder_ids = torch.cat([answer_ids.new_tensor([start]), answer_ids[:-1]])  # (n,)
+    with torch.no_grad():
+        prompt_embeddings = model.get_input_embeddings()(prompt_ids).detach()  # (P, E)
+
+    def classifier(rows: Tensor):
+        """``forward(embeddings (B, P, E), visible (B, P)) -> logits (B, V)``."""
+
+        def forward(embeddings: Tensor, visible: Tensor) -> Tensor:
+            batch = embeddings.shape[0]
+            logits = model(
+                inputs_embeds=embeddings,
+                attention_mask=visible.long(),
+                decoder_input_ids=decoder_ids.expand(batch, -1),
+            ).logits  # (B, n, V)
+            which = _rows_of(rows, batch, logits.device)
+            return logits[torch.arange(batch, device=logits.device), which]
+
+        return forward
+
+    with torch.no_grad(), capture(model, weights=True) as rec:
+        logits = model(input_ids=prompt_ids[None], decoder_input_ids=decoder_ids[None]).logits[0]
+    probabilities = logits.float().softmax(-1).gather(1, answer_ids[:, None])[:, 0]  # (n,)
+    weights = {k: v.float().cpu() for k, v in rec.weights.items()}
+    cross = [w for w in weights.values() if w.shape[-2:] == (n, length) and n != length]
+    square = [w for w in weights.values() if w.shape[-2:] == (length, length)]
+    if not cross or not square:
+        raise ValueError(
+            f"could not tell the cross-attention ({n} answer x {length} prompt tokens) and the "
+            f"encoder's self-attention apart in {[tuple(w.shape) for w in weights.values()]}: "
+            "use a prompt and an answer of different lengths"
+        )
+    head_scores = cross[-1][0].permute(1, 0, 2).contiguous()  # (n, H, P)
+    rolled = head_scores.mean(1) @ rollout(square)[0]  # (n, P)
+    return classifier, prompt_embeddings, probabilities.cpu(), head_scores, rolled
 
 
 def _per_token(classifier, embeddings, visible, target, importance) -> tuple[Tensor, Tensor]:
