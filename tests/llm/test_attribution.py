@@ -60,6 +60,12 @@ def test_shapes_and_tokens(result, tokenizer):
     assert tokenizer.decode(result.prompt_ids[slice(*result.sentences[1])]) == "the dog ran."
 
 
+def test_report_is_a_page_with_the_view(result):
+    page = result.report(title="why <the cat>")
+    assert page.startswith("<!doctype html>") and "why &lt;the cat&gt;" in page
+    assert 'class="attnkit-view attnkit-attribution"' in page and page.endswith("</html>")
+
+
 def test_attention_is_the_hand_computed_softmax(model, result):
     """One GPT-2 block's weights from its equations: LayerNorm, c_attn, causal softmax."""
     ids = sequence(result)
