@@ -54,6 +54,7 @@ BENCHMARKS = (
     Benchmark("capture", "The cost of seeing attention: capture vs sdpa and eager", False),
     Benchmark("llm", "Generation with attention signals vs plain generate()", False),
     Benchmark("interpret_speed", "Interpretability speed: rollout, flow, report", False),
+    Benchmark("attribution_inseq", "Attribution of generated tokens vs inseq", False),
     Benchmark("hard_attention", "Hard attention on cluttered MNIST", True),
     Benchmark("benefit", "Attention vs baselines: text, images, time series", True),
     Benchmark("overfitting", "Overfitting on 5% of the data, and the controls", True),

@@ -94,6 +94,12 @@ class Recording:
                 chunk = chunk[..., -1:]
             self._stats.setdefault(name, {}).setdefault(layer, []).append(chunk)
 
+    def _repr_html_(self) -> str:
+        """The notebook view (:func:`attnkit.views.recording_view`, token positions as labels)."""
+        from attnkit.views import recording_view
+
+        return recording_view(self).html
+
 
 @contextmanager
 def capture(

@@ -70,6 +70,12 @@ class Explanation:
         tokens, scores, weights = self._example(example)
         return save_figures(weights, directory, scores, tokens)
 
+    def _repr_html_(self) -> str:
+        """The notebook view (:func:`attnkit.views.explanation_view`)."""
+        from attnkit.views import explanation_view
+
+        return explanation_view(self).html
+
 
 def explain(
     model: nn.Module,

@@ -68,6 +68,13 @@ class GenerationTrace:
         """Share of steps on which each head copied from the context, ``(L, H)``."""
         return self.retrieval.float().mean(0)
 
+    def _repr_html_(self) -> str:
+        """The notebook view (:func:`attnkit.views.trace_view`; token ids, as the trace holds no
+        tokenizer: ``trace_view(trace, tokenizer)`` shows their text)."""
+        from attnkit.views import trace_view
+
+        return trace_view(self).html
+
 
 TraceHook = Callable[[GenerationTrace], None]
 _TRACE_HOOKS: OrderedDict[int, TraceHook] = OrderedDict()  # weakly referenced by the handles

@@ -202,6 +202,12 @@ class SuiteResult:
             Path(path).write_text(html, encoding="utf-8")
         return html
 
+    def _repr_html_(self) -> str:
+        """The notebook view (:func:`attnkit.views.suite_view`)."""
+        from attnkit.views import suite_view
+
+        return suite_view(self).html
+
 
 @dataclass
 class Suite:
