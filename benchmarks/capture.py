@@ -9,11 +9,18 @@ A 4-layer Llama-style model (hidden 512, 8 heads, 4 KV heads) built from a confi
 - capture: the sdpa model inside ``attnkit.capture(stats=("entropy", "max", "sink",
   "mass:context"))`` for all layers.
 
+- capture weights: the sdpa model inside ``attnkit.capture(weights=True)`` for all layers, the
+  per-layer weights read from ``rec.weights`` (what a user does to see them).
+
 Ratios are medians of per-round ``time / plain time`` (interleaved). Goals (issue 4): capture
 <= 1.3x plain at 2,048 tokens, peak memory <= 1.2x plain at 4,096 tokens. The attention op
 alone (``attention_stats`` with the same statistics against SDPA, goal <= 1.5x) is measured too.
+Goal of issue 21: capture weights <= 1.0x eager (median of per-round ``capture weights time /
+eager time``) with a peak memory no higher than eager's. ``--selective`` measures instead what
+``layers=`` (one layer of four), ``heads=`` (two heads of eight) and ``last_query=True`` cost
+against capturing every weight, as medians of per-round ratios.
 
-    python benchmarks/capture.py [--lengths 512 2048 4096] [--repeats 5]
+    python benchmarks/capture.py [--lengths 512 2048 4096] [--repeats 5] [--selective]
 """
 
 from __future__ import annotations
@@ -77,7 +84,28 @@ def runners(length: int) -> dict[str, object]:
         with torch.no_grad(), attnkit.capture(sdpa, stats=STATS, spans=spans):
             return sdpa(input_ids=ids).logits
 
-    return {"plain": plain, "eager": eager_weights, "capture": captured}
+    def captured_weights(**options):
+        def run():
+            with torch.no_grad(), attnkit.capture(sdpa, weights=True, **options) as rec:
+                logits = sdpa(input_ids=ids).logits
+            rec.weights  # noqa: B018 (the user's view of the weights is part of the cost)
+            return logits
+
+        return run
+
+    return {
+        "plain": plain,
+        "eager": eager_weights,
+        "capture": captured,
+        "capture_weights": captured_weights(),
+        "one_layer": captured_weights(layers=["model.layers.0.self_attn"]),
+        "two_heads": captured_weights(heads=[0, 1]),
+        "last_query": captured_weights(last_query=True),
+    }
+
+
+MAIN = ("plain", "eager", "capture", "capture_weights")
+SELECTIVE = ("capture_weights", "one_layer", "two_heads", "last_query")
 
 
 def op_runners(length: int) -> dict[str, object]:
@@ -120,14 +148,27 @@ def _ratios(times: list[list[float]]) -> list[float]:
     ]
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _pair_ratio(candidate: list[float], reference: list[float]) -> float:
+    """Median over rounds of ``candidate / reference``."""
+    return _median([c / r for c, r in zip(candidate, reference, strict=True)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--selective", action="store_true")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         _memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    if args.selective:
+        selective(args.lengths, args.repeats)
         return
 
     rows, records = [], []
@@ -135,21 +176,26 @@ def main() -> None:
         task = progress.add_task("measuring", total=len(args.lengths))
         for length in args.lengths:
             model = runners(length)
-            model_times = interleaved(list(model.values()), args.repeats, warmup=1)
+            model_times = interleaved([model[k] for k in MAIN], args.repeats, warmup=1)
+            times = dict(zip(MAIN, model_times, strict=True))
             op = op_runners(length)
             op_times = interleaved(list(op.values()), args.repeats, warmup=1)
-            memory = {kind: peak_memory_mib(kind, length) for kind in model}
-            _, eager_ratio, capture_ratio = _ratios(model_times)
+            memory = {kind: peak_memory_mib(kind, length) for kind in MAIN}
+            _, eager_ratio, capture_ratio, weights_ratio = _ratios(model_times)
             record = {
                 "length": length,
                 "plain_ms": 1e3 * sorted(model_times[0])[len(model_times[0]) // 2],
                 "eager_ratio": eager_ratio,
                 "capture_ratio": capture_ratio,
+                "capture_weights_ratio": weights_ratio,
+                "capture_weights_vs_eager": _pair_ratio(times["capture_weights"], times["eager"]),
                 "op_sdpa_ms": 1e3 * sorted(op_times[0])[len(op_times[0]) // 2],
                 "op_stats_ratio": _ratios(op_times)[1],
                 "peak_mib": {kind: peak for kind, (peak, _) in memory.items()},
                 "forward_added_mib": {kind: added for kind, (_, added) in memory.items()},
                 "capture_memory_ratio": memory["capture"][0] / memory["plain"][0],
+                "capture_weights_memory_vs_eager": memory["capture_weights"][0]
+                / memory["eager"][0],
             }
             records.append(record)
             rows.append(
@@ -162,6 +208,10 @@ def main() -> None:
                     " / ".join(f"{memory[k][0]:.0f}" for k in ("plain", "eager", "capture")),
                     " / ".join(f"{memory[k][1]:.0f}" for k in ("plain", "eager", "capture")),
                     f"{record['capture_memory_ratio']:.2f}x",
+                    f"{weights_ratio:.2f}x",
+                    f"{record['capture_weights_vs_eager']:.2f}x",
+                    f"{memory['capture_weights'][0]:.0f} ({memory['capture_weights'][1]:.0f})",
+                    f"{record['capture_weights_memory_vs_eager']:.2f}x",
                 ]
             )
             progress.advance(task)
@@ -169,8 +219,9 @@ def main() -> None:
     info = machine()
     title = (
         "4-layer Llama (hidden 512, 8 heads, 4 KV heads), B=1, forward; capture of "
-        f"{', '.join(STATS)} for all layers; {info['cpu']}, {info['threads']} threads, "
-        f"torch {info['torch']}; {info['date']}"
+        f"{', '.join(STATS)} for all layers; capture weights: every layer's weights, read from "
+        f"rec.weights; {info['cpu']}, {info['threads']} threads, torch {info['torch']}; "
+        f"{args.repeats} interleaved rounds; {info['date']}"
     )
     headers = [
         "N",
@@ -181,10 +232,62 @@ def main() -> None:
         "peak MiB plain / eager / capture",
         "forward adds MiB plain / eager / capture",
         "capture peak vs plain",
+        "capture weights",
+        "capture weights vs eager",
+        "capture weights peak MiB (added)",
+        "capture weights peak vs eager",
     ]
     table = title + "\n\n" + markdown_table(headers, rows)
     print(table)
     print(f"\nwrote {write_results('capture', {'machine': info, 'rows': records}, table)}")
+
+
+def selective(lengths: list[int], repeats: int) -> None:
+    """What selective capture costs against capturing every weight (``--selective``)."""
+    rows, records = [], []
+    for length in lengths:
+        model = runners(length)
+        times = dict(
+            zip(
+                SELECTIVE,
+                interleaved([model[k] for k in SELECTIVE], repeats, warmup=1),
+                strict=True,
+            )
+        )
+        memory = {kind: peak_memory_mib(kind, length) for kind in SELECTIVE}
+        full = times["capture_weights"]
+        for kind in SELECTIVE[1:]:
+            record = {
+                "length": length,
+                "kind": kind,
+                "time_vs_all": _pair_ratio(times[kind], full),
+                "ms": 1e3 * _median(times[kind]),
+                "all_ms": 1e3 * _median(full),
+                "forward_added_mib": memory[kind][1],
+                "all_forward_added_mib": memory["capture_weights"][1],
+            }
+            records.append(record)
+            rows.append(
+                [
+                    length,
+                    kind,
+                    f"{record['ms']:.0f} / {record['all_ms']:.0f}",
+                    f"{record['time_vs_all']:.2f}x",
+                    f"{memory[kind][1]:.0f} / {memory['capture_weights'][1]:.0f}",
+                ]
+            )
+    info = machine()
+    title = (
+        "Selective capture(weights=True) on the 4-layer Llama, B=1, forward + rec.weights: "
+        "layers= one of 4 layers, heads= 2 of 8 heads, last_query=True, against every weight; "
+        f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}; {repeats} "
+        f"interleaved rounds; {info['date']}"
+    )
+    headers = ["N", "selection", "ms: selective / all", "time vs all", "forward adds MiB"]
+    table = title + "\n\n" + markdown_table(headers, rows)
+    print(table)
+    payload = {"machine": info, "rows": records}
+    print(f"\nwrote {write_results('capture_selective', payload, table)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ The ratio columns are medians of per-round ``reference time / attnkit time`` (in
 speed. Peak memory is measured in a child process per configuration (peak RSS over the forward,
 no autograd), with ``need_weights=True`` beside it for the cost of materialized weights.
 
+Weights columns (issue 21): attnkit ``need_weights=True`` against
+``nn.MultiheadAttention(need_weights=True, average_attn_weights=False)`` on the same weights and
+input, forward without autograd, interleaved; the ratio is the median of per-round
+``attnkit time / nn.MHA time`` (<= 1.0 is the goal: attnkit no slower), and peak memory of each
+in a child process.
+
     python benchmarks/mechanisms.py [--lengths 256 512 ...] [--repeats 10] [--causal]
 """
 
@@ -100,6 +106,20 @@ def calls(causal: bool, length: int, backward: bool):
     return [_with_backward(f, m, x, grad) for f, m in zip(forwards, modules, strict=True)]
 
 
+def weight_calls(causal: bool, length: int):
+    """attnkit and nn.MultiheadAttention returning per-head weights, checked equal first."""
+    ours, _, torch_mha = build(causal)
+    x = torch.randn(1, length, EMBED)
+    tri = torch.ones(length, length, dtype=torch.bool).triu(1) if causal else None
+    forwards = [
+        lambda: ours(x, need_weights=True).weights,
+        lambda: torch_mha(x, x, x, need_weights=True, average_attn_weights=False, attn_mask=tri)[1],
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(forwards[0](), forwards[1](), atol=1e-5, rtol=1e-4)
+    return [_no_grad(f) for f in forwards]
+
+
 def _no_grad(fn):
     def run():
         with torch.no_grad():
@@ -139,6 +159,9 @@ def _memory_child(kind: str, length: int, causal: bool) -> None:
             "attnkit_weights": lambda: ours(x, need_weights=True),
             "plain_sdpa": lambda: plain(x),
             "torch_mha": lambda: torch_mha(x, x, x, need_weights=False, attn_mask=tri),
+            "torch_mha_weights": lambda: torch_mha(
+                x, x, x, need_weights=True, average_attn_weights=False, attn_mask=tri
+            ),
         }[kind]()
 
     x = torch.randn(1, length, EMBED)
@@ -168,8 +191,15 @@ def main() -> None:
         for length in args.lengths:
             memory = {
                 kind: peak_memory_mib(kind, length, args.causal)
-                for kind in ("attnkit", "plain_sdpa", "torch_mha", "attnkit_weights")
+                for kind in (
+                    "attnkit",
+                    "plain_sdpa",
+                    "torch_mha",
+                    "attnkit_weights",
+                    "torch_mha_weights",
+                )
             }
+            ours_w, mha_w = interleaved(weight_calls(args.causal, length), args.repeats)
             for backward in (False, True):
                 ours, plain, torch_mha = interleaved(
                     calls(args.causal, length, backward), args.repeats
@@ -190,6 +220,10 @@ def main() -> None:
                     "fraction_of_matmul_peak": flops / median / 1e9 / peak,
                     "peak_mib": memory,
                 }
+                if not backward:
+                    record["weights_attnkit_ms"] = 1e3 * sorted(ours_w)[len(ours_w) // 2]
+                    record["weights_torch_mha_ms"] = 1e3 * sorted(mha_w)[len(mha_w) // 2]
+                    record["weights_ratio_vs_torch_mha"] = median_ratio(ours_w, mha_w)
                 records.append(record)
                 rows.append(
                     [
@@ -206,6 +240,14 @@ def main() -> None:
                         if backward
                         else f"{memory['attnkit']:.0f} / {memory['plain_sdpa']:.0f}"
                         f" / {memory['torch_mha']:.0f} / {memory['attnkit_weights']:.0f}",
+                        ""
+                        if backward
+                        else f"{record['weights_attnkit_ms']:.1f} / "
+                        f"{record['weights_torch_mha_ms']:.1f}",
+                        "" if backward else f"{record['weights_ratio_vs_torch_mha']:.3f}x",
+                        ""
+                        if backward
+                        else f"{memory['attnkit_weights']:.0f} / {memory['torch_mha_weights']:.0f}",
                     ]
                 )
                 progress.advance(task)
@@ -220,6 +262,9 @@ def main() -> None:
         "ratio vs nn.MHA",
         "attn GFLOP/s (of matmul)",
         "peak MiB: attnkit / SDPA / nn.MHA / attnkit+weights",
+        "weights ms: attnkit / nn.MHA",
+        "weights: attnkit time vs nn.MHA",
+        "weights peak MiB: attnkit / nn.MHA",
     ]
     info = machine()
     title = (

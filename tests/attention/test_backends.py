@@ -221,3 +221,86 @@ def test_heads_must_divide():
     for name in ["math", "sdpa", "linear"]:
         with pytest.raises(ValueError, match="multiple of key/value heads"):
             backends.get(name).fn(query, key, key)
+
+
+# ------------------------------------------------------------------------ math without autograd
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("mask", ["none", "key_padding", "random", "window", "empty_rows"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_math_without_autograd_gives_the_autograd_path_bit_for_bit(case, mask, causal, dtype):
+    # the in-place path (one allocation for the weights) against the out-of-place one autograd
+    # differentiates: same weights and outputs, bit for bit, with a power-of-two scale (applied
+    # to the queries), another scale and a bias (ALiBi)
+    _, h, _, q, k, _ = CASES[case]
+    query, key, value = (t.detach().to(dtype) for t in _inputs(case))
+    bias = ALiBi(h).bias(q, k, torch.device("cpu")).to(dtype)
+    for scale, with_bias in [(None, False), (0.25, True), (0.3, False), (0.3, True)]:
+        kwargs = {
+            "mask": _mask(mask, case),
+            "causal": causal,
+            "scale": scale,
+            "bias": bias if with_bias else None,
+            "need_weights": True,
+        }
+        with torch.no_grad():
+            fast = backends.math_attention(query, key, value, **kwargs)
+        slow = backends.math_attention(query.requires_grad_(), key, value, **kwargs)
+        query.requires_grad_(False)
+        assert slow.weights.requires_grad and not fast.weights.requires_grad
+        assert torch.equal(fast.weights, slow.weights.detach())
+        assert torch.equal(fast.output, slow.output.detach())
+        assert not fast.output.isnan().any() and not fast.weights.isnan().any()
+
+
+def test_math_without_autograd_leaves_its_inputs_alone_and_zeroes_empty_rows():
+    query, key, value = (t.detach() for t in _inputs("gqa"))
+    keep = _mask("empty_rows", "gqa")  # row 0 of example 0 has no allowed key
+    bias = ALiBi(6).bias(16, 16, torch.device("cpu")).double()
+    copies = [t.clone() for t in (query, key, value, keep, bias)]
+    with torch.no_grad():
+        out = backends.math_attention(
+            query, key, value, mask=keep, bias=bias, causal=True, need_weights=True
+        )
+    for original, copy in zip((query, key, value, keep, bias), copies, strict=True):
+        assert torch.equal(original, copy)
+    assert torch.equal(out.weights[0, :, 0], torch.zeros(6, 16, dtype=torch.float64))
+    assert torch.equal(out.output[0, :, 0], torch.zeros(6, 8, dtype=torch.float64))
+    allowed = keep & causal_mask(16, 16)
+    assert (out.weights[~allowed.expand(2, 6, 16, 16)] == 0).all()  # exactly zero, not tiny
+    rows = out.weights.sum(-1)  # 1 for a query with an allowed key, 0 for none
+    expected = allowed.any(-1).expand(2, 6, 16).double()
+    torch.testing.assert_close(rows, expected)
+
+
+def test_math_without_autograd_keeps_a_nan_of_the_inputs():
+    # fully masked rows are zeroed; a NaN that comes from the inputs must not be hidden
+    query, key, value = (t.detach().clone() for t in _inputs("square"))
+    keep = _mask("empty_rows", "square")
+    query[1, 2, 3, 0] = float("nan")  # example 1 has no empty row
+    with torch.no_grad():
+        out = backends.math_attention(query, key, value, mask=keep, need_weights=True)
+    assert out.output[1, 2, 3].isnan().all() and out.weights[1, 2, 3].isnan().all()
+    assert not out.output[0].isnan().any()
+    assert torch.equal(out.output[0, :, 0], torch.zeros(4, 8, dtype=torch.float64))
+
+
+def test_math_without_autograd_allocates_the_weights_once():
+    # one (B, H, Q, K) allocation, the tensor returned: the scores, scale, mask and softmax all
+    # go into it (profiled allocations of at least the weights' size)
+    from torch.profiler import profile
+
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 4, 256, 16, generator=gen)
+    key, value = (torch.randn(1, 2, 256, 16, generator=gen) for _ in range(2))
+    keep = torch.rand(1, 1, 1, 256, generator=gen) > 0.2
+    nbytes = 4 * 256 * 256 * 4
+    with torch.no_grad(), profile(profile_memory=True) as prof:
+        out = backends.math_attention(
+            query, key, value, mask=keep, causal=True, scale=0.3, need_weights=True
+        )
+    big = [e for e in prof.events() if e.cpu_memory_usage >= nbytes]
+    assert len(big) == 1, [(e.name, e.cpu_memory_usage) for e in big]
+    assert out.weights.is_contiguous() and out.weights.untyped_storage().nbytes() == nbytes

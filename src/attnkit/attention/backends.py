@@ -23,6 +23,7 @@ as the reference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -153,7 +154,14 @@ def math_attention(
 ) -> AttentionOutput:
     """Reference attention: ``softmax(q kᵀ · scale + bias, mask) v``, written out in full.
 
-    Materializes the ``(B, H, Q, K)`` weights. Shapes as in the module docstring.
+    Materializes the ``(B, H, Q, K)`` weights. Shapes as in the module docstring. Masked keys
+    get exactly zero weight and a query with no allowed key gets all-zero weights (never NaN).
+
+    Without autograd (no input requires grad, or ``torch.no_grad()``) the weights are a single
+    ``(B, H, Q, K)`` tensor: ``q kᵀ`` is written straight into it and the scale, bias, mask and
+    softmax are applied in place (as ``nn.MultiheadAttention``'s kernel does with its softmax),
+    bit for bit the numbers of the out-of-place path. With autograd the out-of-place operations
+    run, so that autograd can differentiate them.
     """
     group = kv_groups(query, key)
     batch, heads, num_queries, _ = query.shape
@@ -162,16 +170,93 @@ def math_attention(
     # grouped-query attention needs no copy of the keys and values
     grouped = query.reshape(batch, kv_heads, group * num_queries, -1)  # (B, Hkv, G·Q, D)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
-    scores = (grouped @ key.transpose(-1, -2)) * scale  # (B, Hkv, G·Q, K)
-    scores = scores.view(batch, heads, num_queries, num_keys)  # (B, H, Q, K)
-    if bias is not None:
-        scores = scores + bias
     if causal:
         tri = causal_mask(num_queries, num_keys, device=query.device)
         mask = tri if mask is None else mask & tri
+    shape = (batch, heads, num_queries, num_keys)
+    if _in_place_allowed(query, key, value, bias, mask, shape):
+        weights = _weights_in_place(grouped, key, mask, bias, scale, shape)
+        attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+        output = weighted_values(attended, value)  # (B, H, Q, Dv)
+        if mask is not None and output.isnan().any():
+            # a row with no allowed key is all -inf, NaN after the softmax: zero it. Looked for
+            # in the small output, so that no extra pass over the weights is paid otherwise
+            dead = ~mask.any(-1, keepdim=True)  # broadcasts to (B, H, Q, 1)
+            weights.masked_fill_(dead, 0.0)
+            output = output.masked_fill(dead, 0.0)
+        return AttentionOutput(output, weights if need_weights else None)
+    scores = (grouped @ key.transpose(-1, -2)) * scale  # (B, Hkv, G·Q, K)
+    scores = scores.view(shape)  # (B, H, Q, K)
+    if bias is not None:
+        scores = scores + bias
     weights = softmax(scores, mask)
     attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
     return AttentionOutput(weighted_values(attended, value), weights if need_weights else None)
+
+
+def _in_place_allowed(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    bias: Tensor | None,
+    mask: Tensor | None,
+    shape: tuple[int, int, int, int],
+) -> bool:
+    """Whether the in-place path of :func:`math_attention` computes what the other one does.
+
+    It does when autograd records nothing, the inputs share one dtype (no type promotion to
+    skip) and the bias and mask broadcast to the scores' ``shape`` without widening it.
+    """
+    inputs = [query, key, value] + ([] if bias is None else [bias])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return False
+    if any(t.dtype != query.dtype for t in inputs):
+        return False
+    return all(
+        extra is None or torch.broadcast_shapes(extra.shape, shape) == shape
+        for extra in (bias, mask)
+    )
+
+
+def _weights_in_place(
+    grouped: Tensor,
+    key: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    scale: float,
+    shape: tuple[int, int, int, int],
+) -> Tensor:
+    """The weights of :func:`math_attention` in one allocation, without autograd.
+
+    Args:
+        grouped: the queries stacked by key/value head, ``(B, Hkv, G·Q, D)``.
+        key: ``(B, Hkv, K, D)``.
+        mask: boolean (causal included), broadcastable to ``shape``; ``None`` for none.
+        bias: broadcastable to ``shape``, or ``None``.
+        shape: ``(B, H, Q, K)``.
+
+    Returns:
+        ``(B, H, Q, K)``; a row with no allowed key is NaN (the caller zeroes it).
+    """
+    batch, kv_heads, rows, _ = grouped.shape
+    scores = torch.empty(
+        (batch, kv_heads, rows, shape[-1]), dtype=grouped.dtype, device=grouped.device
+    )
+    # a power-of-two scale (head size 16, 64, 256) is exact on the (B, Hkv, G·Q, D) queries:
+    # every product and partial sum scales exactly, so (s·q)kᵀ = s·(qkᵀ) bit for bit in float32
+    # and float64 (their normal range is wide enough; float16's is not), without a pass over
+    # the scores
+    prescale = grouped.dtype in (torch.float32, torch.float64) and math.frexp(scale)[0] == 0.5
+    if prescale:
+        grouped = grouped * scale
+    torch.matmul(grouped, key.transpose(-1, -2), out=scores)  # (B, Hkv, G·Q, K)
+    weights = (scores if prescale else scores.mul_(scale)).view(shape)  # (B, H, Q, K)
+    if bias is not None:
+        weights.add_(bias)
+    if mask is not None:
+        # -inf: a masked key's exp is exactly 0, as the multiplication by the mask gives
+        weights.masked_fill_(~mask, float("-inf"))
+    return torch.softmax(weights, dim=-1, out=weights)
 
 
 def weighted_values(weights: Tensor, value: Tensor) -> Tensor:
