@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.capture.hooks import check_layers, hooked
@@ -67,8 +66,16 @@ class Recording:
 
     def _join(self, chunks: list[Tensor]) -> Tensor:
         """Calls joined along the queries, earlier ones padded with zeros for later keys."""
-        keys = max(chunk.shape[-1] for chunk in chunks)
-        joined = torch.cat([F.pad(chunk, (0, keys - chunk.shape[-1])) for chunk in chunks], -2)
+        if len(chunks) == 1:  # one call: the tensor the layer wrote, not a copy of it
+            joined = chunks[0]
+        else:  # one copy of each chunk, into its place (no padded intermediate)
+            keys = max(chunk.shape[-1] for chunk in chunks)
+            rows = sum(chunk.shape[-2] for chunk in chunks)
+            joined = chunks[0].new_zeros(*chunks[0].shape[:-2], rows, keys)
+            start = 0
+            for chunk in chunks:
+                joined[..., start : start + chunk.shape[-2], : chunk.shape[-1]] = chunk
+                start += chunk.shape[-2]
         return (joined if self.heads is None else joined[:, self.heads]).detach()
 
     @property
