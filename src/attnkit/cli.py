@@ -148,9 +148,14 @@ def explain(
             progress.update(task, completed=done, total=total, description=step)
 
         result = run_explain(target.model, target.tokenizer, texts, progress=advance)
+    console.print(f"verdicts pooled over n={len(texts)} text(s), 95% bootstrap intervals:")
+    signed = {v.method: v for v in result.signed_verdicts}
     for verdict in result.verdicts:
         style = {"trusted": "green", "flagged": "red"}.get(verdict.verdict, "yellow")
-        console.print(f"[{style}]{verdict.sentence}[/{style}]")
+        console.print(f"[{style}]{verdict.sentence}[/{style}]", markup=True, highlight=False)
+        if verdict.method in signed:
+            other = signed[verdict.method]
+            console.print(f"  with signed τ: {other.numbers}: {other.label}", highlight=False)
     out.write_text(result.report(example, title=f"attnkit explain: {model}"))
     console.print(f"report: {out}")
     if figures is not None:
