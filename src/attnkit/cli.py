@@ -294,13 +294,31 @@ def train(
     max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     fraction: Annotated[float, typer.Option(help="Share of the training split.")] = 1.0,
-    data: Annotated[Path | None, typer.Option(help="Your own data file (CSV/JSONL).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own data file for the text task: .csv, .tsv (header row) or .jsonl. "
+            "File options (-o): text_column=text, label_column=label, split_column (default: "
+            "a 'split' or 'exp_split' column if there is one, values train, dev|validation|val, "
+            "test), val_fraction=0.1 and test_fraction=0.1 (without a split column; 0 leaves "
+            "the split empty; the shuffle uses --seed), min_count=1, max_length=256, "
+            "lowercase=true."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Default: runs/<task>-<attention>.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT's checkpoint.")] = False,
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="Model option KEY=VALUE.")
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Model or file option KEY=VALUE (repeatable), e.g. -o hidden=64, "
+            "-o encoder=lstm, -o embeddings=glove.txt (or minilm), -o freeze_embeddings=true.",
+        ),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show a progress bar (off: one line per epoch).")
+    ] = True,
 ) -> None:
     """Train a task's model (attention or baseline): checkpoint, metrics JSON and loss plot."""
     from attnkit.train import TrainConfig
