@@ -164,6 +164,56 @@ def explain(
 
 
 @app.command()
+def faithfulness(
+    run: Annotated[
+        Path,
+        typer.Argument(help="The --out directory of `attnkit train text --data FILE`."),
+    ],
+    data: Annotated[
+        Path, typer.Option(help="The data file the run was trained on (its test split is used).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write faithfulness.md/.json/.png. Default: RUN."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first LIMIT test examples.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Split seed (default: the run's, from RUN/data.json); also seeds "
+            "the random ranking and the bootstrap."
+        ),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="File option KEY=VALUE, as for train (default: the run's)."
+        ),
+    ] = None,
+) -> None:
+    """Jain & Wallace's faithfulness protocol on a trained text run's test split.
+
+    Writes the table (mean ± sd of Kendall's τ per pair of methods over
+    magnitudes and signed, ERASER comprehensiveness/sufficiency/AOPC, verdicts
+    with n and 95% bootstrap intervals) as markdown, JSON and a plot.
+    """
+    from attnkit.interpret.replication import run_faithfulness
+    from attnkit.train.tasks import parse_options
+
+    try:
+        table, paths = run_faithfulness(
+            run, data, out=out, limit=limit, seed=seed, options=parse_options(option or [])
+        )
+    except (ValueError, ImportError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(table.markdown())
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def version() -> None:
     """Print attnkit's version and the versions it runs on."""
     import torch

@@ -170,9 +170,12 @@ def _attend_huggingface(model: nn.Module, tokenizer, texts: Sequence[str]):
     return forward, embeddings, mask, tokens, predicted, scores, weights
 
 
-def _read(model: nn.Module, embeddings: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
+def _read(
+    model: nn.Module, embeddings: Tensor, visible: Tensor, detach: bool = False
+) -> tuple[Tensor, Tensor]:
     """A TextClassifier's ``(logits (B, C), pooling weights (B, N))`` from its token embeddings
-    ``(B, N, E)``, reading only the ``visible (B, N)`` tokens (any of them, not only a prefix)."""
+    ``(B, N, E)``, reading only the ``visible (B, N)`` tokens (any of them, not only a prefix).
+    ``detach``: no gradient flows through the pooling weights (Jain & Wallace 2019, §4.1)."""
     config = model.config
     x = model.dropout(embeddings)  # (B, N, E)
     if config.attention == "multihead":
@@ -191,7 +194,8 @@ def _read(model: nn.Module, embeddings: Tensor, visible: Tensor) -> tuple[Tensor
     else:
         weights = model.pool(model.query.expand(x.shape[0], -1), states, mask=visible).weights
     # the pooling's own output, read through the returned weights so that they get a gradient
-    pooled = (weights.unsqueeze(1) @ states).squeeze(1)  # (B, D)
+    read = weights.detach() if detach else weights
+    pooled = (read.unsqueeze(1) @ states).squeeze(1)  # (B, D)
     return model.head(model.dropout(pooled)), weights
 
 
