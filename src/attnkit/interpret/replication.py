@@ -56,6 +56,7 @@ __all__ = [
     "MethodEraser",
     "PairAgreement",
     "jain_wallace",
+    "pair_agreements",
     "replicate",
 ]
 
@@ -237,6 +238,35 @@ class FaithfulnessTable:
         return [markdown, payload, self.plot(directory / f"{stem}.png")]
 
 
+def pair_agreements(
+    scores: Mapping[str, Tensor],
+    mask: Tensor,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> tuple[list[PairAgreement], dict[str, list[float]]]:
+    """Kendall's τ-b per pair of methods (``{method: (B, N)}``, over ``mask (B, N)``) in both
+    conventions: mean ± sd and a bootstrap interval of the mean; and τ per example by
+    ``"first | second | convention"``. ``pairs`` default to every pair in ``scores`` order."""
+    names = list(scores)
+    chosen = pairs or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    agreements, taus = [], {}
+    for first, second in chosen:
+        for convention in CONVENTIONS:
+            result = rank_agreement(scores[first], scores[second], mask, convention)
+            values = result.tau.numpy()
+            interval = percentile_bootstrap(
+                [values], lambda t: np.nanmean(t, axis=-1), resamples, LEVEL, seed
+            )
+            agreements.append(
+                PairAgreement(
+                    first, second, convention, result.mean_tau, result.sd_tau, result.n, interval
+                )
+            )
+            taus[f"{first} | {second} | {convention}"] = [float(t) for t in values]
+    return agreements, taus
+
+
 def replicate(
     forward: Classifier,
     embeddings: Tensor,
@@ -261,28 +291,7 @@ def replicate(
     """
     if reference not in scores:
         raise ValueError(f"reference {reference!r} must be one of the scores {list(scores)}")
-    names = list(scores)
-    chosen = pairs or [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-    agreements, taus = [], {}
-    for first, second in chosen:
-        for convention in CONVENTIONS:
-            result = rank_agreement(scores[first], scores[second], mask, convention)
-            values = result.tau.numpy()
-            interval = percentile_bootstrap(
-                [values], lambda t: np.nanmean(t, axis=-1), resamples, LEVEL, seed
-            )
-            agreements.append(
-                PairAgreement(
-                    first,
-                    second,
-                    convention,
-                    result.mean_tau,
-                    result.sd_tau,
-                    result.n,
-                    interval,
-                )
-            )
-            taus[f"{first} | {second} | {convention}"] = [float(t) for t in values]
+    agreements, taus = pair_agreements(scores, mask, pairs, seed, resamples)
     generator = torch.Generator().manual_seed(seed)
     rankings = {**scores, "random": torch.rand(mask.shape, generator=generator)}
     erased = []

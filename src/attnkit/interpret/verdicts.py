@@ -145,11 +145,14 @@ class MethodVerdict:
     @property
     def label(self) -> str:
         """The verdict as a short label: ``"trust"``, ``"do not"``, ``"no verdict (too few
-        examples: n=3)"`` or ``"no verdict (output ignores removals)"``."""
+        examples: n=3)"`` (below :data:`MIN_EXAMPLES`), ``"no verdict (intervals straddle the
+        thresholds: n=40)"`` or ``"no verdict (output ignores removals)"``."""
         return {
             "trusted": "trust",
             "flagged": "do not",
-            "uncertain": f"no verdict (too few examples: n={self.n})",
+            "uncertain": f"no verdict (too few examples: n={self.n})"
+            if self.n < MIN_EXAMPLES
+            else f"no verdict (intervals straddle the thresholds: n={self.n})",
             "inconclusive": "no verdict (output ignores removals)",
         }[self.verdict]
 
@@ -195,9 +198,7 @@ class MethodVerdict:
                 if self.n < MIN_EXAMPLES
                 else f"the intervals do not clear gain ≥ {MIN_GAIN:.0%} and τ > 0"
             )
-            return (
-                f"{self.method}: no verdict (too few examples: n={self.n}): {why} ({self.numbers})"
-            )
+            return f"{self.method}: {self.label}: {why} ({self.numbers})"
         details = (
             f"removing its top tokens does {format_percent(self.gain)} of what removing "
             f"{self.reference}'s does ({self.numbers}; comprehensiveness "
