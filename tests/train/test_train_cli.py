@@ -115,6 +115,10 @@ def test_a_trained_text_model_is_explained_from_its_run_directory(tmp_path):
     )
     assert explained.exit_code == 0, explained.output
     assert "leave-one-out" in explained.output
+    # one text: the CLI says what the verdicts are pooled over, and gives none
+    output = " ".join(explained.output.split())
+    assert "pooled over n=1 text(s)" in output and "no verdict (too few examples: n=1)" in output
+    assert "This text alone (example 0, n=1)" in report.read_text()
     assert "class1_word0" in report.read_text()
     pngs, svgs = sorted(figures.glob("*.png")), sorted(figures.glob("*.svg"))
     assert pngs and [p.stem for p in pngs] == [p.stem for p in svgs]

@@ -136,6 +136,8 @@ class MethodVerdict:
     def verdict(self) -> str:
         """``"trusted"``, ``"flagged"``, ``"inconclusive"`` (the output ignores removals) or
         ``"uncertain"`` (the intervals do not clear the thresholds: too few examples)."""
+        if 0 < self.n < MIN_EXAMPLES:  # first: too few examples to say anything
+            return "uncertain"
         if not self.conclusive:
             return "inconclusive"
         if not self.decided:
@@ -185,14 +187,14 @@ class MethodVerdict:
     @property
     def sentence(self) -> str:
         """The verdict in one sentence, with ``n`` and the intervals."""
-        if not self.conclusive:
+        if self.verdict == "inconclusive":
             return (
                 f"{self.method}: no verdict: removing {self.reference}'s top tokens barely changes "
                 f"the prediction (comprehensiveness {self.reference_comprehensiveness:.3f}, random "
                 f"{self.random_comprehensiveness:.3f}, n={self.n}), so the output does not respond "
                 "to removed tokens on these inputs and no explanation can be checked against it"
             )
-        if not self.decided:
+        if self.verdict == "uncertain":
             why = (
                 f"at least {MIN_EXAMPLES} examples are needed for an interval"
                 if self.n < MIN_EXAMPLES
