@@ -260,3 +260,10 @@ def test_word_vectors_from_a_word2vec_or_glove_file(tmp_path):
     bad.write_text("good 1 2 3\nbad 1 2\n")
     with pytest.raises(ValueError, match="line 2 has 2 values, the first vector 3"):
         read_word_vectors(bad, tokens)
+
+
+def test_a_vector_file_without_any_vocabulary_word_is_an_error(tmp_path):
+    path = tmp_path / "glove.txt"
+    path.write_text("zebra 1 2\n")
+    with pytest.raises(ValueError, match="none of the vocabulary's 2 words is in the file"):
+        read_word_vectors(path, ("<pad>", "<unk>", "good", "bad"))

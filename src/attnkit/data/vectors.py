@@ -85,6 +85,11 @@ def read_word_vectors(path: str | Path, tokens: Sequence[str], seed: int = 0) ->
                     rows[index] = torch.tensor([float(v) for v in values])
     if dim is None:
         raise ValueError(f"{path}: no word vectors in the file")
+    if not rows and len(tokens) > 2:
+        raise ValueError(
+            f"{path}: none of the vocabulary's {len(tokens) - 2} words is in the file "
+            f"(first words looked up: {list(tokens[2:7])})"
+        )
     return _fill(rows, len(tokens), dim, seed, str(path))
 
 

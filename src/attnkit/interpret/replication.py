@@ -8,7 +8,8 @@ for the class the model predicts (``ŷ``):
 - *gradient*: gradient × input of the predicted class's logit, ``Σ_e x_te ∂z_ŷ/∂x_te`` over the
   token embeddings ``x_t`` (the gradient with respect to the one-hot input, read at the word's
   row), **with the attention weights detached** so that the gradient shows how the prediction
-  moves with the inputs at fixed attention, as Jain & Wallace do (``"gradient x input"``);
+  moves with the inputs at fixed attention, as Jain & Wallace do (``"gradient x input"``; the
+  pooling's weights: a transformer encoder's self-attention keeps its gradient);
 - *leave-one-out*: ``p_ŷ(x) − p_ŷ(x without t)``, the token deleted from the sequence
   (recurrent encoders) or masked from attention (transformer); over magnitudes, for two classes,
   this is Jain & Wallace's total variation distance between the two output distributions;
@@ -73,6 +74,12 @@ PROTOCOL = {
     "intervals": f"{LEVEL:.0%} percentile bootstrap over examples, {RESAMPLES} resamples, seeded",
 }
 """The protocol, in words (written into every table)."""
+
+
+def _with(value: float, interval: tuple[float, float]) -> str:
+    """``0.451 [0.382, 0.519]``."""
+    low, high = (format_number(x, 3) for x in interval)
+    return f"{format_number(value, 3)} [{low}, {high}]"
 
 
 @dataclass(frozen=True)
@@ -150,12 +157,11 @@ class FaithfulnessTable:
             "|---|---|---|---|" + "---|" * len(self.bins),
         ]
         for e in self.eraser:
-            comp = " | ".join(f"{v:.3f}" for v in e.comprehensiveness)
-            ci, si = e.comprehensiveness_interval, e.sufficiency_interval
+            comp = " | ".join(format_number(v, 3) for v in e.comprehensiveness)
             lines.append(
-                f"| {e.method} | {'yes' if e.signed else 'no'} | {e.comprehensiveness_aopc:.3f} "
-                f"[{ci[0]:.3f}, {ci[1]:.3f}] | {e.sufficiency_aopc:.3f} [{si[0]:.3f}, {si[1]:.3f}]"
-                f" | {comp} |"
+                f"| {e.method} | {'yes' if e.signed else 'no'} | "
+                f"{_with(e.comprehensiveness_aopc, e.comprehensiveness_interval)} | "
+                f"{_with(e.sufficiency_aopc, e.sufficiency_interval)} | {comp} |"
             )
         lines += [
             "",

@@ -151,8 +151,9 @@ def _verdict_table(
             f"<td>{_mark(v)}</td><td>{v.n}</td>"
             f"<td>{_with_interval(format_percent(v.gain), v.gain_interval, True)}</td>"
             f"<td>{_with_interval(format_number(v.tau), v.tau_interval)}</td>{signed_cells}"
-            f"<td>{v.comprehensiveness:.3f}</td><td>{v.random_comprehensiveness:.3f}</td>"
-            f"<td>{v.sufficiency:.3f}</td><td>{html.escape(v.sentence)}</td></tr>"
+            f"<td>{format_number(v.comprehensiveness, 3)}</td>"
+            f"<td>{format_number(v.random_comprehensiveness, 3)}</td>"
+            f"<td>{format_number(v.sufficiency, 3)}</td><td>{html.escape(v.sentence)}</td></tr>"
         )
     level = f"{LEVEL:.0%}"
     signed_header = (
@@ -175,8 +176,9 @@ def _example_table(verdicts: Sequence[MethodVerdict], example: int) -> str:
         e = v.examples[example]
         rows.append(
             f"<tr><td>{html.escape(v.method)}</td><td>{format_percent(e.gain)}</td>"
-            f"<td>{format_number(e.tau)}</td><td>{e.comprehensiveness:.3f}</td>"
-            f"<td>{e.random_comprehensiveness:.3f}</td><td>{html.escape(e.leaning)}</td></tr>"
+            f"<td>{format_number(e.tau)}</td><td>{format_number(e.comprehensiveness, 3)}</td>"
+            f"<td>{format_number(e.random_comprehensiveness, 3)}</td>"
+            f"<td>{html.escape(e.leaning)}</td></tr>"
         )
     if not rows:
         return ""

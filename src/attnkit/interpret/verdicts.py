@@ -190,9 +190,11 @@ class MethodVerdict:
         if self.verdict == "inconclusive":
             return (
                 f"{self.method}: no verdict: removing {self.reference}'s top tokens barely changes "
-                f"the prediction (comprehensiveness {self.reference_comprehensiveness:.3f}, random "
-                f"{self.random_comprehensiveness:.3f}, n={self.n}), so the output does not respond "
-                "to removed tokens on these inputs and no explanation can be checked against it"
+                "the prediction (comprehensiveness "
+                f"{format_number(self.reference_comprehensiveness, 3)}, random "
+                f"{format_number(self.random_comprehensiveness, 3)}, n={self.n}), so the output "
+                "does not respond to removed tokens on these inputs and no explanation can be "
+                "checked against it"
             )
         if self.verdict == "uncertain":
             why = (
@@ -200,12 +202,13 @@ class MethodVerdict:
                 if self.n < MIN_EXAMPLES
                 else f"the intervals do not clear gain ≥ {MIN_GAIN:.0%} and τ > 0"
             )
-            return f"{self.method}: {self.label}: {why} ({self.numbers})"
+            return f"{self.method}: {self.label}: {why} (against {self.reference}: {self.numbers})"
         details = (
             f"removing its top tokens does {format_percent(self.gain)} of what removing "
             f"{self.reference}'s does ({self.numbers}; comprehensiveness "
-            f"{self.comprehensiveness:.2f}, random {self.random_comprehensiveness:.2f}, "
-            f"{self.reference} {self.reference_comprehensiveness:.2f})"
+            f"{format_number(self.comprehensiveness, 2)}, random "
+            f"{format_number(self.random_comprehensiveness, 2)}, "
+            f"{self.reference} {format_number(self.reference_comprehensiveness, 2)})"
         )
         if self.trusted:
             return f"{self.method} points at what the model uses: {details}"

@@ -71,7 +71,8 @@ def _train_and_report(
     if out is not None and vocabulary is not None:  # text tasks: what `attnkit explain` reads
         from attnkit.data.text import save_vocabulary
 
-        save_vocabulary(out, vocabulary.tokens, recipe.train.classes)
+        lowercase = bool(options.get("lowercase", True)) if data is not None else True
+        save_vocabulary(out, vocabulary.tokens, recipe.train.classes, lowercase)
         if data is not None:  # what `attnkit faithfulness` needs to find the same test split
             from attnkit.models.text import FILE_OPTIONS
 
