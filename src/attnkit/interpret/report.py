@@ -153,7 +153,7 @@ def _verdict_table(
             f"<td>{_with_interval(format_number(v.tau), v.tau_interval)}</td>{signed_cells}"
             f"<td>{format_number(v.comprehensiveness, 3)}</td>"
             f"<td>{format_number(v.random_comprehensiveness, 3)}</td>"
-            f"<td>{format_number(v.sufficiency, 3)}</td><td>{html.escape(v.sentence)}</td></tr>"
+            f"<td>{format_number(v.sufficiency, 3)}</td></tr>"
         )
     level = f"{LEVEL:.0%}"
     signed_header = (
@@ -162,9 +162,10 @@ def _verdict_table(
     header = (
         "<tr><th>method</th><th>signed scores</th><th>verdict</th><th>n</th>"
         f"<th>gain vs reference [{level}]</th><th>τ(|scores|) [{level}]</th>{signed_header}"
-        "<th>comprehensiveness</th><th>random</th><th>sufficiency</th><th>in words</th></tr>"
+        "<th>comprehensiveness</th><th>random</th><th>sufficiency</th></tr>"
     )
-    return f"<table>{header}{''.join(rows)}</table>"
+    sentences = "".join(f"<li>{html.escape(v.sentence)}</li>" for v in verdicts)
+    return f"<table>{header}{''.join(rows)}</table><ul class='words'>{sentences}</ul>"
 
 
 def _example_table(verdicts: Sequence[MethodVerdict], example: int) -> str:
