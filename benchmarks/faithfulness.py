@@ -11,7 +11,14 @@ same size and budget:
   (in the spirit of Wiegreffe & Pinter 2019's adversarial attention).
 
 For each explanation method: how often its top-ranked token is the evidence token (ranking
-accuracy), and its verdict against leave-one-out.
+accuracy), Kendall's τ with leave-one-out over magnitudes and signed side by side with 95%
+bootstrap intervals, and the verdict each convention gives (:func:`attnkit.interpret.judge`).
+
+Then the classic set-up of Jain & Wallace (2019): a BiLSTM with additive attention pooling
+(``text_recipe("soft", encoder="lstm")``) trained on the 40-token evidence task, and their
+protocol on its test split (:func:`attnkit.interpret.replication.jain_wallace`: τ(attention,
+gradient) and τ(attention, leave-one-out) as mean ± sd, ERASER, verdicts): the same table
+``attnkit faithfulness`` writes.
 
     python benchmarks/faithfulness.py [--steps 400] [--examples 200] [--seed 0]
 """
@@ -35,7 +42,10 @@ from attnkit.capture import intervene
 from attnkit.data import make_evidence_task
 from attnkit.interpret import judge, relevance, rollout
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
-from harness import machine, markdown_table, write_results
+from attnkit.interpret.faithfulness import CONVENTIONS
+from attnkit.interpret.replication import jain_wallace
+from attnkit.interpret.verdicts import format_number, format_percent
+from harness import RESULTS, machine, markdown_table, write_results
 
 LENGTH, DIM = 12, 32
 
@@ -121,7 +131,18 @@ def evaluate(model: Classifier, tokens: Tensor, labels: Tensor, positions: Tenso
         scores[name][:, 0] = 0.0
     reference = leave_one_out(model, embeddings, mask, predicted)
     with torch.no_grad():
-        verdicts = judge(model, embeddings, mask, predicted, scores, ("leave-one-out", reference))
+        verdicts = {
+            convention: judge(
+                model,
+                embeddings,
+                mask,
+                predicted,
+                scores,
+                ("leave-one-out", reference),
+                convention=convention,
+            )
+            for convention in CONVENTIONS
+        }
     scores["leave-one-out"] = reference
     found = {
         name: (value.argmax(-1) == positions).float().mean().item()
@@ -143,51 +164,118 @@ def run(steps: int, examples: int, seed: int) -> dict:
     return results
 
 
+def classic(examples: int, seed: int, epochs: int):
+    """BiLSTM + additive attention on the 40-token evidence task; Jain & Wallace's protocol on
+    ``examples`` test sentences."""
+    from attnkit.interpret.loading import WordTokenizer
+    from attnkit.models.text import text_recipe
+    from attnkit.train import TrainConfig, Trainer
+
+    recipe = text_recipe("soft", seed=seed, n=3000, length=40, classes=2, encoder="lstm",
+                         embed_dim=32, hidden=32, attention_dim=32)  # fmt: skip
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, seed=seed, progress=False)
+    trainer = Trainer(recipe.model, config, loss=recipe.loss, metrics=recipe.metrics)
+    fit = trainer.fit(recipe.train, recipe.val, recipe.test)
+    test = recipe.test
+    texts = [test.text(i) for i in range(min(examples, len(test)))]
+    tokenizer = WordTokenizer(test.vocabulary.tokens, lowercase=False)
+    table, _ = jain_wallace(
+        recipe.model,
+        tokenizer,
+        texts,
+        seed=seed,
+        title="Jain & Wallace's protocol: BiLSTM + additive attention, evidence task",
+        notes=(
+            f"{len(recipe.train)} training sentences of 40 tokens, 2 classes, {epochs} epochs; "
+            f"test accuracy {fit.test['accuracy']:.3f}",
+        ),
+    )
+    return table
+
+
+def _interval(interval, percent=False) -> str:
+    show = format_percent if percent else format_number
+    return f"[{show(interval[0])}, {show(interval[1])}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=4, help="BiLSTM training epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the JSON here instead of results/")
+    parser.add_argument(
+        "--no-classic", action="store_true", help="skip the BiLSTM (Jain & Wallace) part"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(1)
     results = run(args.steps, args.examples, args.seed)
     rows, records = [], {}
     for model, result in results.items():
-        for verdict in result["verdicts"]:
+        signed = {v.method: v for v in result["verdicts"]["signed"]}
+        for verdict in result["verdicts"]["magnitude"]:
+            other = signed[verdict.method]
             rows.append(
                 [
                     model,
-                    f"{result['accuracy']:.3f}",
                     verdict.method,
                     f"{result['found'][verdict.method]:.2f}",
-                    f"{verdict.tau:.2f}",
-                    f"{verdict.comprehensiveness:.3f} / {verdict.random_comprehensiveness:.3f}",
-                    "trust" if verdict.trusted else "do not",
+                    f"{format_number(verdict.tau)} {_interval(verdict.tau_interval)}",
+                    f"{format_number(other.tau)} {_interval(other.tau_interval)}",
+                    f"{format_percent(verdict.gain)} {_interval(verdict.gain_interval, True)}",
+                    verdict.label,
+                    other.label,
                 ]
             )
         rows.append(
-            [model, f"{result['accuracy']:.3f}", "leave-one-out (reference)",
-             f"{result['found']['leave-one-out']:.2f}", "", "", ""]
+            [model, "leave-one-out (reference)", f"{result['found']['leave-one-out']:.2f}",
+             "", "", "", "", ""]
         )  # fmt: skip
         records[model] = {
             "accuracy": result["accuracy"],
             "evidence_found": result["found"],
-            "verdicts": [v.__dict__ | {"sentence": v.sentence} for v in result["verdicts"]],
+            "verdicts": {
+                convention: [
+                    {k: v for k, v in vars(x).items() if k != "examples"}
+                    | {"sentence": x.sentence, "label": x.label, "gain": x.gain}
+                    for x in verdicts
+                ]
+                for convention, verdicts in result["verdicts"].items()
+            },
         }
+    table_classic = None if args.no_classic else classic(args.examples, args.seed, args.epochs)
+    if table_classic is not None and not args.json:
+        table_classic.plot(RESULTS / "faithfulness_lstm.png")
     info = machine()
+    accuracy = ", ".join(f"{m} {r['accuracy']:.3f}" for m, r in results.items())
     title = (
         f"Evidence task ({LENGTH} tokens, one evidence token), {args.steps} steps, "
-        f"{args.examples} test examples, seed {args.seed}; {info['cpu']}, torch {info['torch']}; "
-        f"{info['date']}"
+        f"n={args.examples} test examples, seed {args.seed}; test accuracy: {accuracy}; "
+        f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}; {info['date']}"
     )
     headers = [
-        "model", "test accuracy", "method", "evidence ranked first", "τ vs leave-one-out",
-        "comprehensiveness / random", "verdict",
+        "model", "method", "evidence ranked first", "τ(|scores|) vs LOO [95%]",
+        "τ(signed) vs LOO [95%]", "gain [95%]", "verdict (τ over \\|scores\\|)",
+        "verdict (signed τ)",
     ]  # fmt: skip
-    table = title + "\n\n" + markdown_table(headers, rows)
+    table = "\n\n".join(
+        [
+            title,
+            markdown_table(headers, rows).replace("τ(|scores|)", "τ(\\|scores\\|)"),
+            "" if table_classic is None else table_classic.markdown().replace("# ", "## ", 1),
+        ]
+    )
     print(table)
-    settings = {"steps": args.steps, "examples": args.examples, "seed": args.seed}
-    payload = {"machine": info, "settings": settings, "results": records}
+    settings = {
+        "steps": args.steps, "examples": args.examples, "seed": args.seed, "epochs": args.epochs,
+    }  # fmt: skip
+    payload = {
+        "machine": info,
+        "settings": settings,
+        "results": records,
+        "bilstm_jain_wallace": None if table_classic is None else table_classic.to_json(),
+    }
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2))
     else:

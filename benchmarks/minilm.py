@@ -7,7 +7,11 @@ its last layer are fine-tuned with a two-class head for a few hundred steps; the
 sentences:
 
 - every explanation method of :func:`attnkit.interpret.explain.explain`: how often its
-  top-ranked word is the evidence word, and its verdict against leave-one-out;
+  top-ranked word is the evidence word, Kendall's τ with leave-one-out over magnitudes and
+  signed side by side with 95% bootstrap intervals, and the verdict each convention gives
+  (over all tokens, [CLS] and [SEP] included, as ``attnkit explain`` judges);
+- Jain & Wallace's τ table (mean ± sd, interval) for last-layer attention against gradient ×
+  input and leave-one-out, over the sentence's words ([CLS] and [SEP] left out);
 - Michel et al.'s head importance on training batches and the accuracy as heads are pruned from
   least to most important (how many of the 72 heads can go before accuracy drops);
 - the HTML report of the first held-out sentence (``results/minilm_report.html``) and, where
@@ -33,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attnkit.data import make_evidence_task
 from attnkit.interpret import head_importance, prune_heads
 from attnkit.interpret.explain import explain
+from attnkit.interpret.replication import pair_agreements
+from attnkit.interpret.verdicts import format_number, format_percent
 from harness import RESULTS, machine, markdown_table, screenshot, write_results
 
 POSITIVE = ("excellent", "wonderful", "superb", "brilliant")
@@ -101,6 +107,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    torch.set_num_threads(1)
 
     model, tokenizer = load()
     train(model, tokenizer, args.steps, args.seed)
@@ -119,18 +126,36 @@ def main() -> None:
     words[torch.arange(len(texts)), result.mask.sum(1) - 1] = False  # [SEP]
     rows = []
     verdicts = {v.method: v for v in result.verdicts}
+    signed = {v.method: v for v in result.signed_verdicts}
     for method, scores in result.scores.items():
         top = scores.masked_fill(~words, -torch.inf).argmax(-1)
         found = (top == evidence).float().mean().item()
-        verdict = verdicts.get(method)
+        verdict, other = verdicts.get(method), signed.get(method)
         rows.append(
             {
                 "method": method,
                 "top_word_is_evidence": round(found, 3),
-                "tau_vs_leave_one_out": None if verdict is None else round(verdict.tau, 3),
-                "trusted": None if verdict is None else verdict.trusted,
+                "n": None if verdict is None else verdict.n,
+                "tau_magnitude": None if verdict is None else verdict.tau,
+                "tau_magnitude_interval": None if verdict is None else verdict.tau_interval,
+                "tau_signed": None if other is None else other.tau,
+                "tau_signed_interval": None if other is None else other.tau_interval,
+                "gain": None if verdict is None else verdict.gain,
+                "gain_interval": None if verdict is None else verdict.gain_interval,
+                "verdict_magnitude": None if verdict is None else verdict.label,
+                "verdict_signed": None if other is None else other.label,
             }
         )
+    pairs, _ = pair_agreements(
+        result.scores,
+        words,
+        [
+            ("last-layer attention", "gradient x input"),
+            ("last-layer attention", "leave-one-out"),
+            ("gradient x input", "leave-one-out"),
+        ],
+        seed=args.seed,
+    )
 
     def loss_fn(m, item):
         inputs, targets = item
@@ -156,22 +181,55 @@ def main() -> None:
         f"{args.examples} sentences; {about['cpu']}, {about['threads']} threads, torch "
         f"{about['torch']}; {about['date']}"
     )
+
+    def interval(values, percent=False) -> str:
+        show = format_percent if percent else format_number
+        return f"[{show(values[0])}, {show(values[1])}]"
+
     method_rows = [
-        [
+        [r["method"], r["top_word_is_evidence"], "", "", "", "reference", "reference"]
+        if r["n"] is None
+        else [
             r["method"],
             r["top_word_is_evidence"],
-            "" if r["tau_vs_leave_one_out"] is None else r["tau_vs_leave_one_out"],
-            "reference" if r["trusted"] is None else ("trusted" if r["trusted"] else "flagged"),
+            f"{format_number(r['tau_magnitude'])} {interval(r['tau_magnitude_interval'])}",
+            f"{format_number(r['tau_signed'])} {interval(r['tau_signed_interval'])}",
+            f"{format_percent(r['gain'])} {interval(r['gain_interval'], True)}",
+            r["verdict_magnitude"],
+            r["verdict_signed"],
         ]
         for r in rows
     ]
+    pair_rows = []
+    for first, second in dict.fromkeys((p.first, p.second) for p in pairs):
+        both = {p.convention: p for p in pairs if (p.first, p.second) == (first, second)}
+        pair_rows.append(
+            [f"{first} vs {second}"]
+            + [
+                f"{format_number(both[c].mean)} ± {format_number(both[c].sd)} "
+                f"{interval(both[c].interval)}"
+                for c in ("magnitude", "signed")
+            ]
+            + [both["magnitude"].n]
+        )
     table = "\n\n".join(
         [
             header,
             markdown_table(
-                ["method", "top word is the evidence", "tau vs leave-one-out", "verdict"],
+                [
+                    "method",
+                    "top word is the evidence",
+                    "τ(\\|scores\\|) vs LOO [95%]",
+                    "τ(signed) vs LOO [95%]",
+                    "gain [95%]",
+                    "verdict (τ over \\|scores\\|)",
+                    "verdict (signed τ)",
+                ],
                 method_rows,
             ),
+            "Jain & Wallace's rank agreement over the words (Kendall's τ-b, mean ± sd, 95% "
+            "bootstrap interval of the mean):",
+            markdown_table(["pair", "τ(\\|scores\\|)", "τ(signed)", "n"], pair_rows),
             "Head pruning by importance (least important first), held-out accuracy:",
             markdown_table(["heads pruned", "accuracy"], pruning),
             f"Heads that can go with accuracy within 0.01 of the full model: {removable} of 72.",
@@ -184,6 +242,7 @@ def main() -> None:
         "steps": args.steps,
         "test_accuracy": test_accuracy,
         "methods": rows,
+        "pairs": [vars(p) for p in pairs],
         "pruning": pruning,
         "removable_heads": removable,
     }

@@ -148,14 +148,69 @@ def explain(
             progress.update(task, completed=done, total=total, description=step)
 
         result = run_explain(target.model, target.tokenizer, texts, progress=advance)
+    console.print(f"verdicts pooled over n={len(texts)} text(s), 95% bootstrap intervals:")
+    signed = {v.method: v for v in result.signed_verdicts}
     for verdict in result.verdicts:
         style = {"trusted": "green", "flagged": "red"}.get(verdict.verdict, "yellow")
-        console.print(f"[{style}]{verdict.sentence}[/{style}]")
+        console.print(f"[{style}]{verdict.sentence}[/{style}]", markup=True, highlight=False)
+        if verdict.method in signed:
+            other = signed[verdict.method]
+            console.print(f"  with signed τ: {other.numbers}: {other.label}", highlight=False)
     out.write_text(result.report(example, title=f"attnkit explain: {model}"))
     console.print(f"report: {out}")
     if figures is not None:
         written = result.save_figures(figures, example)
         console.print(f"figures: {len(written)} files in {figures}")
+
+
+@app.command()
+def faithfulness(
+    run: Annotated[
+        Path,
+        typer.Argument(help="The --out directory of `attnkit train text --data FILE`."),
+    ],
+    data: Annotated[
+        Path, typer.Option(help="The data file the run was trained on (its test split is used).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write faithfulness.md/.json/.png. Default: RUN."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first LIMIT test examples.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Split seed (default: the run's, from RUN/data.json); also seeds "
+            "the random ranking and the bootstrap."
+        ),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="File option KEY=VALUE, as for train (default: the run's)."
+        ),
+    ] = None,
+) -> None:
+    """Jain & Wallace's faithfulness protocol on a trained text run's test split.
+
+    Writes the table (mean ± sd of Kendall's τ per pair of methods over
+    magnitudes and signed, ERASER comprehensiveness/sufficiency/AOPC, verdicts
+    with n and 95% bootstrap intervals) as markdown, JSON and a plot.
+    """
+    from attnkit.interpret.replication import run_faithfulness
+    from attnkit.train.tasks import parse_options
+
+    try:
+        table, paths = run_faithfulness(
+            run, data, out=out, limit=limit, seed=seed, options=parse_options(option or [])
+        )
+    except (ValueError, ImportError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(table.markdown())
+    for path in paths:
+        typer.echo(f"wrote {path}")
 
 
 @app.command()
@@ -290,13 +345,31 @@ def train(
     max_steps: Annotated[int | None, typer.Option(min=1, help="Step budget.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     fraction: Annotated[float, typer.Option(help="Share of the training split.")] = 1.0,
-    data: Annotated[Path | None, typer.Option(help="Your own data file (CSV/JSONL).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own data file for the text task: .csv, .tsv (header row) or .jsonl. "
+            "File options (-o): text_column=text, label_column=label, split_column (default: "
+            "a 'split' or 'exp_split' column if there is one, values train, dev|validation|val, "
+            "test), val_fraction=0.1 and test_fraction=0.1 (without a split column; 0 leaves "
+            "the split empty; the shuffle uses --seed), min_count=1, max_length=256, "
+            "lowercase=true."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Default: runs/<task>-<attention>.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT's checkpoint.")] = False,
     option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="Model option KEY=VALUE.")
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Model or file option KEY=VALUE (repeatable), e.g. -o hidden=64, "
+            "-o encoder=lstm, -o embeddings=glove.txt (or minilm), -o freeze_embeddings=true.",
+        ),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show a progress bar (off: one line per epoch).")
+    ] = True,
 ) -> None:
     """Train a task's model (attention or baseline): checkpoint, metrics JSON and loss plot."""
     from attnkit.train import TrainConfig

@@ -14,8 +14,10 @@ from attnkit.data.text import (
     evidence_dataset,
     load_text_file,
     pad_ids,
+    read_text_splits,
     tokenize,
 )
+from attnkit.data.vectors import read_word_vectors
 
 ROWS = [
     {"review": "A great, great film!", "sentiment": "pos"},
@@ -177,3 +179,91 @@ def test_evidence_dataset_keeps_positions_and_words():
     assert all(w.startswith(f"class{int(task.labels[5])}_") for w in evidence_words)
     part = data.subset([5, 0])
     assert torch.equal(part.evidence[0], task.evidence[5]) and part.text(1) == task.text(0)
+
+
+def test_a_split_column_is_honoured(tmp_path):
+    """The file's own split wins over the fractions; dev/validation/val all mean validation."""
+    names = [
+        "train",
+        "dev",
+        "TEST ",
+        "train",
+        "validation",
+        "train",
+        "test",
+        "val",
+        "train",
+        "train",
+    ]
+    rows = [{**row, "split": name} for row, name in zip(ROWS, names, strict=True)]
+    path = write_csv(tmp_path / "r.csv", rows, columns=("review", "sentiment", "split"))
+    for seed in (0, 1):  # the seed does not move a row the file placed
+        splits = read_text_splits(path, "review", "sentiment", seed=seed, test_fraction=0.5)
+        assert splits.texts["val"] == [ROWS[i]["review"] for i in (1, 4, 7)]
+        assert splits.texts["test"] == [ROWS[i]["review"] for i in (2, 6)]
+        assert splits.texts["train"] == [ROWS[i]["review"] for i in (0, 3, 5, 8, 9)]
+        assert splits.labels["test"] == ["pos", "pos"] and "'split' column" in splits.how
+        data = load_text_file(path, "review", "sentiment", seed=seed, test_fraction=0.5)
+        assert (len(data.train), len(data.val), len(data.test)) == (5, 3, 2)
+        assert data.train.text(0) == "a great , great film !"
+    # exp_split (Jain & Wallace's files) is found too; a file without dev rows gets val_fraction
+    # of its train rows as validation
+    rows = [{**row, "exp_split": "test" if i < 2 else "train"} for i, row in enumerate(ROWS)]
+    data = load_text_file(write_jsonl(tmp_path / "r.jsonl", rows), "review", "sentiment",
+                          val_fraction=0.25)  # fmt: skip
+    assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 2)
+    splits = read_text_splits(tmp_path / "r.jsonl", "review", "sentiment", val_fraction=0.25)
+    assert splits.texts["test"] == [ROWS[0]["review"], ROWS[1]["review"]]
+    assert "'exp_split' column" in splits.how
+    rows[3]["exp_split"] = "holdout"
+    with pytest.raises(ValueError, match=r"row 4 has 'exp_split' = 'holdout'; expected one of"):
+        load_text_file(write_jsonl(tmp_path / "r.jsonl", rows), "review", "sentiment")
+
+
+def test_the_seed_moves_the_shuffled_split_and_zero_fractions_leave_splits_empty(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", ROWS)
+    tests = {
+        seed: load_text_file(path, "review", "sentiment", seed=seed, test_fraction=0.3).test
+        for seed in range(4)
+    }
+    assert len({tuple(t.text(i) for i in range(len(t))) for t in tests.values()}) > 1
+    data = load_text_file(path, "review", "sentiment", test_fraction=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (9, 1, 0)
+    assert data.test.tokens.shape[0] == 0
+
+
+def test_errors_name_the_command_line_spelling(tmp_path):
+    path = write_csv(tmp_path / "r.csv", ROWS)
+    with pytest.raises(ValueError, match="-o text_column=NAME -o label_column=NAME"):
+        load_text_file(path)
+    with pytest.raises(ValueError, match=r"split column 'part' not found.*-o split_column="):
+        load_text_file(path, "review", "sentiment", split_column="part")
+
+
+def test_word_vectors_from_a_word2vec_or_glove_file(tmp_path):
+    tokens = ("<pad>", "<unk>", "good", "Bad", "missing")
+    glove = tmp_path / "glove.txt"
+    glove.write_text("good 1 2 3\nbad -1 0.5 0\nother 9 9 9\n")
+    word2vec = tmp_path / "vectors.txt"
+    word2vec.write_text("3 3\n" + glove.read_text())
+    for path in (glove, word2vec):
+        result = read_word_vectors(path, tokens)
+        assert result.found == 2 and result.vectors.shape == (5, 3)
+        assert result.vectors[2].tolist() == [1, 2, 3] and result.vectors[3].tolist() == [
+            -1,
+            0.5,
+            0,
+        ]
+        assert result.vectors[0].eq(0).all()  # padding
+        assert result.vectors[4].abs().sum() > 0  # a seeded random vector, not zeros
+    bad = tmp_path / "bad.txt"
+    bad.write_text("good 1 2 3\nbad 1 2\n")
+    with pytest.raises(ValueError, match="line 2 has 2 values, the first vector 3"):
+        read_word_vectors(bad, tokens)
+
+
+def test_a_vector_file_without_any_vocabulary_word_is_an_error(tmp_path):
+    path = tmp_path / "glove.txt"
+    path.write_text("zebra 1 2\n")
+    with pytest.raises(ValueError, match="none of the vocabulary's 2 words is in the file"):
+        read_word_vectors(path, ("<pad>", "<unk>", "good", "bad"))

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from scipy.stats import kendalltau
 
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.faithfulness import eraser, rank_agreement
@@ -44,12 +45,31 @@ def test_rank_agreement():
     mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
     same = rank_agreement(scores, scores * 2, mask)
     assert same.tau.tolist() == [1.0, 1.0] and same.mean_tau == 1.0
-    reverse = rank_agreement(scores, -scores, mask)
-    assert reverse.tau.tolist() == [-1.0, -1.0]
+    assert same.convention == "magnitude" and same.n == 2
+    # over magnitudes (the default) a sign flip changes nothing; signed, it reverses the order
+    assert rank_agreement(scores, -scores, mask).tau.tolist() == [1.0, 1.0]
+    reverse = rank_agreement(scores, -scores, mask, convention="signed")
+    assert reverse.tau.tolist() == [-1.0, -1.0] and reverse.convention == "signed"
     # 4 tokens, perfect agreement: exact two-sided p = 2/4! = 1/12
     assert reverse.p_value[0].item() == pytest.approx(1 / 12)
     with pytest.raises(ValueError, match="share one"):
         rank_agreement(scores, scores[:1], mask)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        rank_agreement(scores, scores, mask, convention="abs")
+
+
+def test_rank_agreement_over_magnitudes_is_scipys_tau_of_absolute_values():
+    gen = torch.Generator().manual_seed(4)
+    first, second = torch.randn(5, 9, generator=gen), torch.randn(5, 9, generator=gen)
+    mask = torch.ones(5, 9, dtype=torch.bool)
+    mask[2, 6:] = False
+    result = rank_agreement(first, second, mask)
+    for i in range(5):
+        keep = mask[i]
+        expected = kendalltau(first[i][keep].abs().numpy(), second[i][keep].abs().numpy())
+        assert result.tau[i].item() == pytest.approx(expected.statistic)
+        assert result.p_value[i].item() == pytest.approx(expected.pvalue)
+    assert result.sd_tau == pytest.approx(float(result.tau.std()))
 
 
 def test_eraser_by_hand():

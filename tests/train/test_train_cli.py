@@ -115,6 +115,51 @@ def test_a_trained_text_model_is_explained_from_its_run_directory(tmp_path):
     )
     assert explained.exit_code == 0, explained.output
     assert "leave-one-out" in explained.output
+    # one text: the CLI says what the verdicts are pooled over, and gives none
+    output = " ".join(explained.output.split())
+    assert "pooled over n=1 text(s)" in output and "no verdict (too few examples: n=1)" in output
+    assert "This text alone (example 0, n=1)" in report.read_text()
     assert "class1_word0" in report.read_text()
     pngs, svgs = sorted(figures.glob("*.png")), sorted(figures.glob("*.svg"))
     assert pngs and [p.stem for p in pngs] == [p.stem for p in svgs]
+
+
+def _reviews(path, split=True):
+    rows = []
+    for i in range(60):
+        label = i % 2
+        word = ("great", "fine", "lovely")[i % 3] if label else ("awful", "dull", "poor")[i % 3]
+        row = {"text": f"the film was {word} today", "label": "pos" if label else "neg"}
+        if split:
+            row["split"] = "test" if i >= 50 else "dev" if i >= 42 else "train"
+        rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_text_files_from_the_cli_split_column_no_test_split_and_epoch_lines(tmp_path):
+    data = _reviews(tmp_path / "reviews.jsonl")
+    out = tmp_path / "run"
+    args = ["train", "text", "--data", str(data), "--epochs", "2", "--out", str(out)]
+    done = runner.invoke(app, [*args, "--seed", "3", "-o", "hidden=8", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.output.splitlines() if line.startswith("epoch ")]
+    assert [line.split(",")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    assert "val_accuracy" in lines[0]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert "test" in done.output and saved["test"] is not None
+    record = json.loads((out / "data.json").read_text())
+    assert record == {"path": str(data), "seed": 3, "options": {}}
+
+    # no split column and -o test_fraction=0: trains, and there is no test row
+    plain = _reviews(tmp_path / "plain.jsonl", split=False)
+    out = tmp_path / "no-test"
+    args = ["train", "text", "--data", str(plain), "--epochs", "1", "--out", str(out)]
+    done = runner.invoke(app, [*args, "-o", "test_fraction=0", "-o", "hidden=8", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "metrics.json").read_text())["test"] is None
+    assert json.loads((out / "data.json").read_text())["options"] == {"test_fraction": 0}
+
+    wrong = runner.invoke(app, ["train", "text", "--data", str(plain), "-o", "text_column=body"])
+    assert wrong.exit_code != 0 and "-o text_column=NAME" in wrong.output

@@ -1,8 +1,9 @@
 """Text classification data: word vocabularies, padded datasets, and the user's own files.
 
 - :func:`load_text_file` reads a CSV, TSV or JSONL file of texts and labels, splits it into
-  train / validation / test, builds a word :class:`Vocabulary` from the training split only and
-  encodes every split as a :class:`TextDataset`.
+  train / validation / test (by the file's own ``split``/``exp_split`` column when it has one,
+  else a seeded shuffle; :func:`read_text_splits`), builds a word :class:`Vocabulary` from the
+  training split only and encodes every split as a :class:`TextDataset`.
 - :func:`evidence_dataset` turns the generated evidence task (:mod:`attnkit.data.evidence`) into
   the same :class:`TextDataset`, so one classifier trains on both.
 
@@ -30,14 +31,18 @@ from attnkit.data.evidence import EvidenceTask
 
 __all__ = [
     "PAD",
+    "SPLIT_COLUMNS",
+    "SPLIT_NAMES",
     "UNK",
     "VOCABULARY_FILE",
     "TextData",
     "TextDataset",
+    "TextSplits",
     "Vocabulary",
     "evidence_dataset",
     "load_text_file",
     "pad_ids",
+    "read_text_splits",
     "save_vocabulary",
     "tokenize",
 ]
@@ -205,6 +210,121 @@ def _read_rows(path: Path) -> tuple[list[dict[str, object]], list[str]]:
         return rows, list(reader.fieldnames or [])
 
 
+SPLIT_COLUMNS = ("split", "exp_split")
+"""Columns read as a row's split when the file has one (the first found), e.g. Jain & Wallace's
+``exp_split``."""
+SPLIT_NAMES = {"train": "train", "dev": "val", "validation": "val", "val": "val", "test": "test"}
+"""Values of a split column (case and surrounding spaces ignored) and the split each means."""
+
+
+@dataclass(frozen=True)
+class TextSplits:
+    """A user's file split into raw texts and labels, before any vocabulary (``"train"``,
+    ``"val"``, ``"test"``; a split can be empty)."""
+
+    texts: dict[str, list[str]]
+    labels: dict[str, list[str]]
+    classes: tuple[str, ...]
+    how: str  # how the rows were split, in words
+
+
+def read_text_splits(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    split_column: str | None = None,
+    lowercase: bool = True,
+) -> TextSplits:
+    """Read a labelled text file and split its rows (see :func:`load_text_file`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    if path.suffix not in EXTENSIONS:
+        raise ValueError(f"path must end in one of {list(EXTENSIONS)}, got {path.name!r}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    rows, columns = _read_rows(path)
+    if not rows:
+        raise ValueError(f"{path}: the file has no data rows")
+    missing = [c for c in (text_column, label_column) if c not in columns]
+    if missing:
+        raise ValueError(
+            f"{path}: column(s) {missing} not found; the file has columns {columns} "
+            "(name yours with -o text_column=NAME -o label_column=NAME on the command line, "
+            "text_column= and label_column= in Python)"
+        )
+    if split_column is not None and split_column not in columns:
+        raise ValueError(
+            f"{path}: split column {split_column!r} not found; the file has columns {columns} "
+            "(-o split_column=NAME on the command line)"
+        )
+    chosen = split_column or next((c for c in SPLIT_COLUMNS if c in columns), None)
+    texts, labels, parts = [], [], []
+    for number, row in enumerate(rows, start=1):
+        text, label = row.get(text_column), row.get(label_column)
+        if text is None or not tokenize(str(text), lowercase):
+            raise ValueError(f"{path}: row {number} has an empty {text_column!r} ({text!r})")
+        if label is None or str(label).strip() == "":
+            raise ValueError(f"{path}: row {number} has an empty {label_column!r}")
+        texts.append(str(text))
+        labels.append(str(label).strip())
+        if chosen is not None:
+            value = str(row.get(chosen, "")).strip().lower()
+            if value not in SPLIT_NAMES:
+                raise ValueError(
+                    f"{path}: row {number} has {chosen!r} = {row.get(chosen)!r}; expected one of "
+                    f"{sorted(SPLIT_NAMES)}"
+                )
+            parts.append(SPLIT_NAMES[value])
+    classes = tuple(sorted(set(labels)))
+    if len(classes) < 2:
+        raise ValueError(
+            f"{path}: column {label_column!r} has a single class {classes[0]!r}; "
+            "a classifier needs at least two"
+        )
+    if chosen is not None:
+        split = {
+            name: [i for i, p in enumerate(parts) if p == name] for name in SPLIT_NAMES.values()
+        }
+        how = f"by the file's {chosen!r} column"
+        if not split["train"]:
+            raise ValueError(f"{path}: no row has {chosen!r} = 'train'")
+        if not split["val"] and val_fraction > 0:  # carve validation rows out of train
+            order = list(split["train"])
+            random.Random(seed).shuffle(order)
+            n_val = max(1, round(val_fraction * len(order)))
+            if n_val >= len(order):
+                raise ValueError(f"{path}: too few 'train' rows to hold out {n_val} for validation")
+            split["val"], split["train"] = sorted(order[:n_val]), sorted(order[n_val:])
+            how += f"; validation: {val_fraction:.0%} of its train rows, shuffled with seed {seed}"
+    else:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        n_val = max(1, round(val_fraction * len(rows))) if val_fraction > 0 else 0
+        n_test = max(1, round(test_fraction * len(rows))) if test_fraction > 0 else 0
+        if len(rows) - n_val - n_test < 1:
+            raise ValueError(
+                f"{path}: {len(rows)} rows leave none for training after {n_val} validation and "
+                f"{n_test} test rows"
+            )
+        split = {
+            "val": order[:n_val],
+            "test": order[n_val : n_val + n_test],
+            "train": order[n_val + n_test :],
+        }
+        how = f"shuffled with seed {seed}: {val_fraction:.0%} validation, {test_fraction:.0%} test"
+    return TextSplits(
+        {name: [texts[i] for i in idx] for name, idx in split.items()},
+        {name: [labels[i] for i in idx] for name, idx in split.items()},
+        classes,
+        how,
+    )
+
+
 def load_text_file(
     path: str | Path,
     text_column: str = "text",
@@ -215,6 +335,7 @@ def load_text_file(
     min_count: int = 1,
     max_length: int = 256,
     lowercase: bool = True,
+    split_column: str | None = None,
 ) -> TextData:
     """Read a labelled text file, split it, build the vocabulary, encode every split.
 
@@ -223,77 +344,44 @@ def load_text_file(
         text_column, label_column: the columns holding the text and the label (any values;
             classes are their string forms, sorted).
         val_fraction, test_fraction: shares of the rows held out (at least one row each when
-            > 0), after a shuffle with ``seed``.
+            > 0), after a shuffle with ``seed``. ``0`` leaves that split empty.
+        seed: seeds the shuffle.
         min_count: words seen fewer times in the training split map to ``<unk>``.
         max_length: texts are cut to this many tokens; batches are padded to the longest
             remaining text.
         lowercase: lowercase texts before splitting into words (:func:`tokenize`).
+        split_column: a column naming each row's split (values in :data:`SPLIT_NAMES`:
+            ``train``, ``dev``/``validation``/``val``, ``test``). By default the first of
+            :data:`SPLIT_COLUMNS` the file has; when there is one, the file's split is kept and
+            the fractions are not used, except that a file without validation rows gets
+            ``val_fraction`` of its train rows as validation.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: an unknown extension, a missing column (the message lists those found), no
-            rows, an empty text or label, or a label column with a single class.
+            rows, an empty text or label, a label column with a single class, or a split value
+            not in :data:`SPLIT_NAMES`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no such file {str(path)!r}")
-    if path.suffix not in EXTENSIONS:
-        raise ValueError(f"path must end in one of {list(EXTENSIONS)}, got {path.name!r}")
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
-    rows, columns = _read_rows(path)
-    if not rows:
-        raise ValueError(f"{path}: the file has no data rows")
-    missing = [c for c in (text_column, label_column) if c not in columns]
-    if missing:
-        raise ValueError(
-            f"{path}: column(s) {missing} not found; the file has columns {columns} "
-            "(pass text_column= and label_column=)"
-        )
-    texts, labels = [], []
-    for number, row in enumerate(rows, start=1):
-        text, label = row.get(text_column), row.get(label_column)
-        words = tokenize(str(text), lowercase) if text is not None else []
-        if not words:
-            raise ValueError(f"{path}: row {number} has an empty {text_column!r} ({text!r})")
-        if label is None or str(label).strip() == "":
-            raise ValueError(f"{path}: row {number} has an empty {label_column!r}")
-        texts.append(words[:max_length])
-        labels.append(str(label).strip())
-    classes = tuple(sorted(set(labels)))
-    if len(classes) < 2:
-        raise ValueError(
-            f"{path}: column {label_column!r} has a single class {classes[0]!r}; "
-            "a classifier needs at least two"
-        )
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(val_fraction * len(rows))) if val_fraction > 0 else 0
-    n_test = max(1, round(test_fraction * len(rows))) if test_fraction > 0 else 0
-    if len(rows) - n_val - n_test < 1:
-        raise ValueError(
-            f"{path}: {len(rows)} rows leave none for training after {n_val} validation and "
-            f"{n_test} test rows"
-        )
-    parts = {
-        "val": order[:n_val],
-        "test": order[n_val : n_val + n_test],
-        "train": order[n_val + n_test :],
-    }
-    vocabulary = Vocabulary.build((texts[i] for i in parts["train"]), min_count)
-    class_ids = {c: i for i, c in enumerate(classes)}
-
-    def encode(indices: list[int]) -> TextDataset:
-        ids, _ = pad_ids([vocabulary.encode(texts[i]) for i in indices])
-        targets = torch.tensor([class_ids[labels[i]] for i in indices], dtype=torch.long)
-        return TextDataset(ids.reshape(len(indices), -1), targets, vocabulary, classes)
-
-    return TextData(
-        encode(parts["train"]), encode(parts["val"]), encode(parts["test"]), vocabulary, classes
+    splits = read_text_splits(
+        path, text_column, label_column, val_fraction, test_fraction, seed, split_column, lowercase
     )
+    words = {
+        name: [tokenize(text, lowercase)[:max_length] for text in texts]
+        for name, texts in splits.texts.items()
+    }
+    vocabulary = Vocabulary.build(words["train"], min_count)
+    class_ids = {c: i for i, c in enumerate(splits.classes)}
+
+    def encode(name: str) -> TextDataset:
+        ids, _ = pad_ids([vocabulary.encode(w) for w in words[name]])  # (n, T); n may be 0
+        targets = torch.tensor(
+            [class_ids[label] for label in splits.labels[name]], dtype=torch.long
+        )
+        return TextDataset(ids, targets, vocabulary, splits.classes)
+
+    return TextData(encode("train"), encode("val"), encode("test"), vocabulary, splits.classes)
 
 
 def evidence_dataset(task: EvidenceTask) -> TextDataset:

@@ -10,6 +10,11 @@ the model may read, and ``logits`` are ``(B, C)``. Scores are per token, ``(B, N
   computed with captum;
 - :func:`leave_one_out`: drop in the target's probability when the token is hidden from the
   model (Li et al. 2016).
+
+Each method declares whether its scores are **signed** (:data:`SIGNED`): the three above are
+(a token can push towards or away from the target), attention weights and what is built from
+them (rollout, the positive part of relevance) are not. Rankings compare them over magnitudes by
+default (:data:`attnkit.interpret.faithfulness.CONVENTIONS`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,38 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Classifier", "gradient_x_input", "integrated_gradients", "leave_one_out"]
+__all__ = [
+    "SIGNED",
+    "Classifier",
+    "gradient_x_input",
+    "integrated_gradients",
+    "is_signed",
+    "leave_one_out",
+]
 
 Classifier = Callable[[Tensor, Tensor], Tensor]
+
+SIGNED: dict[str, bool] = {
+    "gradient x input": True,
+    "integrated gradients": True,
+    "leave-one-out": True,
+    "attention pooling": False,  # softmax weights: >= 0
+    "hard attention": False,  # k-hot
+    "last-layer attention": False,
+    "rollout": False,  # products of row-stochastic matrices
+    "relevance": False,  # Chefer et al. keep the positive part
+}
+"""Whether each named explanation method's scores carry a sign."""
+
+
+def is_signed(method: str, scores: Tensor | None = None) -> bool:
+    """Whether ``method``'s scores are signed: :data:`SIGNED`'s entry, else (a method attnkit
+    does not know) whether ``scores`` hold a negative value."""
+    if method in SIGNED:
+        return SIGNED[method]
+    if scores is None:
+        raise ValueError(f"method {method!r} is not in SIGNED {sorted(SIGNED)}; pass its scores")
+    return bool((scores < 0).any())
 
 
 def _check(embeddings: Tensor, mask: Tensor, target: Tensor) -> None:

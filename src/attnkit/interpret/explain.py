@@ -12,15 +12,17 @@ Two kinds of classifier (:func:`attnkit.interpret.loading.load_explainable` load
   encoder's rollout, and ``(w ⊙ ∇w)⁺ R`` with Chefer's relevance ``R``.
 
 For both, from the output's behaviour: gradient × input, integrated gradients and leave-one-out;
-verdicts, each method against leave-one-out (:func:`attnkit.interpret.judge`); and a
-self-contained HTML report. A hidden token (leave-one-out, ERASER) is masked from attention, or
-for the BiGRU removed from the sequence.
+verdicts, each method against leave-one-out (:func:`attnkit.interpret.judge`), with τ over
+magnitudes (``verdicts``) and signed (``signed_verdicts``), each with its ``n`` and bootstrap
+intervals over the texts (a handful of texts gives "no verdict"); and a self-contained HTML
+report that shows the pooled verdicts beside the shown text's own numbers. A hidden token
+(leave-one-out, ERASER) is masked from attention, or for the BiGRU removed from the sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnkit.capture import capture
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
+from attnkit.interpret.faithfulness import CONVENTIONS
 from attnkit.interpret.relevance import kept_parameter_grads, relevance
 from attnkit.interpret.report import render_report, save_figures
 from attnkit.interpret.rollout import rollout
@@ -48,8 +51,9 @@ class Explanation:
     mask: Tensor  # (B, N) real tokens
     predicted: Tensor  # (B,) the class explained
     scores: dict[str, Tensor]
-    verdicts: list[MethodVerdict]
+    verdicts: list[MethodVerdict]  # τ over magnitudes (the default convention); n = B
     weights: dict[str, Tensor]  # {layer: (B, H, N, N)}; empty for a model without self-attention
+    signed_verdicts: list[MethodVerdict] = field(default_factory=list)  # the same, signed τ
 
     def _example(self, example: int):
         keep = self.mask[example]
@@ -63,7 +67,15 @@ class Explanation:
     def report(self, example: int = 0, title: str = "attnkit explanation") -> str:
         """The HTML report for one example (padding dropped)."""
         tokens, scores, weights = self._example(example)
-        return render_report(tokens, scores, self.verdicts, weights, title=title)
+        return render_report(
+            tokens,
+            scores,
+            self.verdicts,
+            weights,
+            title=title,
+            signed_verdicts=self.signed_verdicts,
+            example=example,
+        )
 
     def save_figures(self, directory: str | Path, example: int = 0) -> list[Path]:
         """Every figure of :meth:`report` as PNG and SVG files (:func:`save_figures`)."""
@@ -121,10 +133,23 @@ def explain(
     reference = leave_one_out(forward, embeddings, mask, predicted)
     report(STEPS[4], 4, len(STEPS))
     with torch.no_grad():
-        verdicts = judge(forward, embeddings, mask, predicted, scores, ("leave-one-out", reference))
+        verdicts = {
+            convention: judge(
+                forward,
+                embeddings,
+                mask,
+                predicted,
+                scores,
+                ("leave-one-out", reference),
+                convention=convention,
+            )
+            for convention in CONVENTIONS
+        }
     scores["leave-one-out"] = reference
     report("done", len(STEPS), len(STEPS))
-    return Explanation(tokens, mask, predicted, scores, verdicts, weights)
+    return Explanation(
+        tokens, mask, predicted, scores, verdicts["magnitude"], weights, verdicts["signed"]
+    )
 
 
 def _attend_huggingface(model: nn.Module, tokenizer, texts: Sequence[str]):
@@ -151,9 +176,12 @@ def _attend_huggingface(model: nn.Module, tokenizer, texts: Sequence[str]):
     return forward, embeddings, mask, tokens, predicted, scores, weights
 
 
-def _read(model: nn.Module, embeddings: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
+def _read(
+    model: nn.Module, embeddings: Tensor, visible: Tensor, detach: bool = False
+) -> tuple[Tensor, Tensor]:
     """A TextClassifier's ``(logits (B, C), pooling weights (B, N))`` from its token embeddings
-    ``(B, N, E)``, reading only the ``visible (B, N)`` tokens (any of them, not only a prefix)."""
+    ``(B, N, E)``, reading only the ``visible (B, N)`` tokens (any of them, not only a prefix).
+    ``detach``: no gradient flows through the pooling weights (Jain & Wallace 2019, §4.1)."""
     config = model.config
     x = model.dropout(embeddings)  # (B, N, E)
     if config.attention == "multihead":
@@ -172,7 +200,8 @@ def _read(model: nn.Module, embeddings: Tensor, visible: Tensor) -> tuple[Tensor
     else:
         weights = model.pool(model.query.expand(x.shape[0], -1), states, mask=visible).weights
     # the pooling's own output, read through the returned weights so that they get a gradient
-    pooled = (weights.unsqueeze(1) @ states).squeeze(1)  # (B, D)
+    read = weights.detach() if detach else weights
+    pooled = (read.unsqueeze(1) @ states).squeeze(1)  # (B, D)
     return model.head(model.dropout(pooled)), weights
 
 

@@ -1,8 +1,12 @@
 """Do explanations agree, and do they point at what the model uses?
 
-- :func:`rank_agreement`: Kendall's τ between two importance rankings of the tokens of each
+- :func:`rank_agreement`: Kendall's τ-b between two importance rankings of the tokens of each
   example, with its p-value (Jain & Wallace 2019, who found attention often disagrees with
-  gradient and leave-one-out importance).
+  gradient and leave-one-out importance). By default over magnitudes ``|score|``, the
+  literature's convention (Jain & Wallace rank gradients and leave-one-out changes by size);
+  ``convention="signed"`` ranks the scores as they are (see :data:`CONVENTIONS`).
+- :func:`percentile_bootstrap`: a seeded percentile bootstrap over examples (Efron &
+  Tibshirani 1993), for the intervals every verdict carries.
 - :func:`eraser`: comprehensiveness and sufficiency (DeYoung et al. 2020, ERASER) with their
   area over the perturbation curve (AOPC) over bins of the top-ranked tokens.
 - :func:`permutation_test` and :func:`adversarial_attention`: does the output change when the
@@ -15,9 +19,11 @@ out-of-distribution replacement.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +31,7 @@ from attnkit.interpret.attribution import Classifier
 
 __all__ = [
     "BINS",
+    "CONVENTIONS",
     "AdversarialResult",
     "EraserScores",
     "PermutationResult",
@@ -32,29 +39,62 @@ __all__ = [
     "adversarial_attention",
     "eraser",
     "jensen_shannon",
+    "percentile_bootstrap",
     "permutation_test",
     "permute_weights",
     "rank_agreement",
+    "ranked",
     "total_variation",
 ]
 
 BINS = (0.01, 0.05, 0.10, 0.20, 0.50)  # fractions of tokens removed or kept (ERASER)
 
 
+CONVENTIONS = ("magnitude", "signed")
+"""How token scores become a ranking: ``"magnitude"`` ranks ``|score|`` (a token that pushes
+against the prediction is as important as one that pushes for it: Jain & Wallace 2019's
+convention, the default everywhere), ``"signed"`` ranks the scores as they are (pushing for the
+predicted class first). The two agree for unsigned methods (attention weights, rollout)."""
+
+
+def ranked(scores: Tensor, convention: str = "magnitude") -> Tensor:
+    """The scores a ranking under ``convention`` sorts: ``|scores|`` or ``scores`` (any shape)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {list(CONVENTIONS)}, got {convention!r}")
+    return scores.abs() if convention == "magnitude" else scores
+
+
 @dataclass(frozen=True)
 class RankAgreement:
-    """Kendall's τ-b per example (``(B,)``, NaN where undefined) and its mean and p-values."""
+    """Kendall's τ-b per example (``(B,)``, NaN where undefined), its p-values, and the
+    :data:`CONVENTIONS` entry it was computed under."""
 
     tau: Tensor
     p_value: Tensor
+    convention: str = "magnitude"
 
     @property
     def mean_tau(self) -> float:
         return float(self.tau.nanmean())
 
+    @property
+    def sd_tau(self) -> float:
+        """Standard deviation of τ over the examples where it is defined (``ddof=1``; NaN for
+        fewer than two)."""
+        defined = self.tau[~self.tau.isnan()]
+        return float(defined.std()) if len(defined) > 1 else float("nan")
 
-def rank_agreement(first: Tensor, second: Tensor, mask: Tensor) -> RankAgreement:
-    """Kendall's τ-b between two ``(B, N)`` importance scores over each example's tokens."""
+    @property
+    def n(self) -> int:
+        """Examples with a defined τ."""
+        return int((~self.tau.isnan()).sum())
+
+
+def rank_agreement(
+    first: Tensor, second: Tensor, mask: Tensor, convention: str = "magnitude"
+) -> RankAgreement:
+    """Kendall's τ-b (``scipy.stats.kendalltau``) between two ``(B, N)`` importance scores over
+    each example's tokens (``mask (B, N)``), ranked under ``convention`` (:data:`CONVENTIONS`)."""
     from scipy.stats import kendalltau
 
     if first.shape != second.shape or first.shape != mask.shape:
@@ -62,23 +102,77 @@ def rank_agreement(first: Tensor, second: Tensor, mask: Tensor) -> RankAgreement
             f"first, second and mask must share one (B, N) shape, got {tuple(first.shape)}, "
             f"{tuple(second.shape)} and {tuple(mask.shape)}"
         )
+    first, second = ranked(first, convention), ranked(second, convention)
     taus, p_values = [], []
     for a, b, keep in zip(first.detach().cpu(), second.detach().cpu(), mask.cpu(), strict=True):
-        result = kendalltau(a[keep].numpy(), b[keep].numpy())
+        result = kendalltau(a[keep].double().numpy(), b[keep].double().numpy())
         taus.append(result.statistic)
         p_values.append(result.pvalue)
     return RankAgreement(
-        torch.tensor(taus, dtype=torch.float64), torch.tensor(p_values, dtype=torch.float64)
+        torch.tensor(taus, dtype=torch.float64),
+        torch.tensor(p_values, dtype=torch.float64),
+        convention,
     )
+
+
+def percentile_bootstrap(
+    columns: Sequence[np.ndarray],
+    statistic: Callable[..., np.ndarray],
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval over examples (Efron & Tibshirani 1993, ch. 13).
+
+    Args:
+        columns: per-example values, each ``(n,)``; resampled together (the same examples).
+        statistic: ``statistic(*resampled)`` with each argument ``(resamples, n)`` returns the
+            ``(resamples,)`` statistic (e.g. ``lambda x: np.nanmean(x, axis=1)``).
+        resamples: bootstrap draws.
+        level: coverage of the interval.
+        seed: seeds ``numpy.random.default_rng``: the same inputs give the same interval.
+
+    Returns:
+        ``(low, high)``; NaN when no resample gives a finite statistic.
+    """
+    arrays = [np.asarray(c, dtype=np.float64) for c in columns]
+    n = len(arrays[0])
+    if n == 0 or any(len(a) != n for a in arrays):
+        raise ValueError(
+            f"columns must be non-empty and of one length, got {[len(a) for a in arrays]}"
+        )
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only-NaN τ is dropped
+        values = np.asarray(statistic(*(a[draws] for a in arrays)), dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)
 class EraserScores:
-    """Comprehensiveness and sufficiency per bin (``(len(bins),)``) and their AOPC."""
+    """Comprehensiveness and sufficiency per bin (``(len(bins),)``, averaged over examples),
+    their AOPC, and the same per example (``(B, len(bins))``)."""
 
     bins: tuple[float, ...]
     comprehensiveness: Tensor
     sufficiency: Tensor
+    example_comprehensiveness: Tensor | None = None  # (B, bins)
+    example_sufficiency: Tensor | None = None  # (B, bins)
+
+    @property
+    def example_aopc(self) -> tuple[Tensor, Tensor]:
+        """Per-example AOPC ``((B,), (B,))``: comprehensiveness, sufficiency."""
+        if self.example_comprehensiveness is None or self.example_sufficiency is None:
+            raise ValueError("these scores were built without per-example values")
+        return self.example_comprehensiveness.mean(-1), self.example_sufficiency.mean(-1)
 
     @property
     def comprehensiveness_aopc(self) -> float:
@@ -131,9 +225,17 @@ def eraser(
         comprehensive, sufficient = [], []
         for fraction in bins:
             top = _top_tokens(importance, mask, fraction)
-            comprehensive.append((full - prob(mask & ~top)).mean())
-            sufficient.append((full - prob(top)).mean())
-    return EraserScores(tuple(bins), torch.stack(comprehensive), torch.stack(sufficient))
+            comprehensive.append(full - prob(mask & ~top))  # (B,)
+            sufficient.append(full - prob(top))
+    per_comprehensive = torch.stack(comprehensive, dim=-1)  # (B, bins)
+    per_sufficient = torch.stack(sufficient, dim=-1)
+    return EraserScores(
+        tuple(bins),
+        per_comprehensive.mean(0),
+        per_sufficient.mean(0),
+        per_comprehensive,
+        per_sufficient,
+    )
 
 
 def permute_weights(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:

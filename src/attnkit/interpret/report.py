@@ -21,7 +21,14 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.interpret.verdicts import MethodVerdict
+from attnkit.interpret.verdicts import (
+    LEVEL,
+    MIN_EXAMPLES,
+    MIN_GAIN,
+    MethodVerdict,
+    format_number,
+    format_percent,
+)
 
 __all__ = ["MAX_PIXELS", "attention_figure", "importance_figure", "render_report", "save_figures"]
 
@@ -114,23 +121,71 @@ def _grid(columns: int) -> str:
     return f'<div class="grid" style="grid-template-columns:repeat({columns},minmax(0,1fr))">'
 
 
-def _verdict_table(verdicts: Sequence[MethodVerdict]) -> str:
+def _mark(verdict: MethodVerdict) -> str:
+    css = {"trusted": "ok", "flagged": "no"}.get(verdict.verdict, "unsure")
+    return f'<span class="{css}">{html.escape(verdict.label)}</span>'
+
+
+def _with_interval(value: str, interval: tuple[float, float], percent: bool = False) -> str:
+    show = format_percent if percent else format_number
+    return f"{value} [{show(interval[0])}, {show(interval[1])}]"
+
+
+def _verdict_table(
+    verdicts: Sequence[MethodVerdict], signed_verdicts: Sequence[MethodVerdict] = ()
+) -> str:
+    signed = {v.method: v for v in signed_verdicts}
     rows = []
     for v in verdicts:
-        mark = {
-            "trusted": '<span class="ok">trust</span>',
-            "flagged": '<span class="no">do not</span>',
-            "inconclusive": '<span class="unsure">no verdict</span>',
-        }[v.verdict]
-        rows.append(
-            f"<tr><td>{html.escape(v.method)}</td><td>{mark}</td><td>{v.gain:.0%}</td>"
-            f"<td>{v.tau:.2f}</td><td>{v.comprehensiveness:.3f}</td>"
-            f"<td>{v.random_comprehensiveness:.3f}</td><td>{v.sufficiency:.3f}</td>"
-            f"<td>{html.escape(v.sentence)}</td></tr>"
+        other = signed.get(v.method)
+        signed_cells = (
+            ""
+            if not signed_verdicts
+            else "<td></td><td></td>"
+            if other is None
+            else f"<td>{_with_interval(format_number(other.tau), other.tau_interval)}</td>"
+            f"<td>{_mark(other)}</td>"
         )
+        rows.append(
+            f"<tr><td>{html.escape(v.method)}</td><td>{'yes' if v.signed else 'no'}</td>"
+            f"<td>{_mark(v)}</td><td>{v.n}</td>"
+            f"<td>{_with_interval(format_percent(v.gain), v.gain_interval, True)}</td>"
+            f"<td>{_with_interval(format_number(v.tau), v.tau_interval)}</td>{signed_cells}"
+            f"<td>{format_number(v.comprehensiveness, 3)}</td>"
+            f"<td>{format_number(v.random_comprehensiveness, 3)}</td>"
+            f"<td>{format_number(v.sufficiency, 3)}</td></tr>"
+        )
+    level = f"{LEVEL:.0%}"
+    signed_header = (
+        f"<th>τ(signed) [{level}]</th><th>verdict with signed τ</th>" if signed_verdicts else ""
+    )
     header = (
-        "<tr><th>method</th><th>verdict</th><th>gain vs reference</th><th>τ</th>"
-        "<th>comprehensiveness</th><th>random</th><th>sufficiency</th><th>in words</th></tr>"
+        "<tr><th>method</th><th>signed scores</th><th>verdict</th><th>n</th>"
+        f"<th>gain vs reference [{level}]</th><th>τ(|scores|) [{level}]</th>{signed_header}"
+        "<th>comprehensiveness</th><th>random</th><th>sufficiency</th></tr>"
+    )
+    sentences = "".join(f"<li>{html.escape(v.sentence)}</li>" for v in verdicts)
+    return f"<table>{header}{''.join(rows)}</table><ul class='words'>{sentences}</ul>"
+
+
+def _example_table(verdicts: Sequence[MethodVerdict], example: int) -> str:
+    """This example's own numbers per method: n = 1, so a leaning, never a verdict."""
+    rows = []
+    for v in verdicts:
+        if example >= len(v.examples):
+            continue
+        e = v.examples[example]
+        rows.append(
+            f"<tr><td>{html.escape(v.method)}</td><td>{format_percent(e.gain)}</td>"
+            f"<td>{format_number(e.tau)}</td><td>{format_number(e.comprehensiveness, 3)}</td>"
+            f"<td>{format_number(e.random_comprehensiveness, 3)}</td>"
+            f"<td>{html.escape(e.leaning)}</td></tr>"
+        )
+    if not rows:
+        return ""
+    header = (
+        "<tr><th>method</th><th>gain vs reference</th><th>τ(|scores|)</th>"
+        "<th>comprehensiveness</th><th>random</th><th>leaning (not a verdict)</th></tr>"
     )
     return f"<table>{header}{''.join(rows)}</table>"
 
@@ -142,6 +197,8 @@ def render_report(
     weights: Mapping[str, Tensor] | None = None,
     head_layer: str | None = None,
     title: str = "attnkit explanation",
+    signed_verdicts: Sequence[MethodVerdict] = (),
+    example: int | None = None,
 ) -> str:
     """The report as one HTML string.
 
@@ -151,6 +208,10 @@ def render_report(
         verdicts: from :func:`attnkit.interpret.judge`.
         weights: ``{layer: (H, N, N)}`` attention of one example, for the grid and head view.
         head_layer: the layer to show head by head (default the last).
+        signed_verdicts: the same verdicts with signed τ (``judge(..., convention="signed")``),
+            shown beside the magnitude ones.
+        example: which of the verdicts' examples ``tokens`` is: its own numbers are shown
+            beside the pooled verdicts, labelled as one example's (no interval, no verdict).
     """
     for method, scores in explanations.items():
         if scores.shape != (len(tokens),):
@@ -163,10 +224,25 @@ def render_report(
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
     ]
     if verdicts:
+        n = verdicts[0].n
         parts += [
             "<h2>Can these explanations be read as importance?</h2>",
-            _verdict_table(verdicts),
+            f"<p>Pooled over <b>n={n}</b> text{'s' if n != 1 else ''}, each against "
+            f"{html.escape(verdicts[0].reference)}, with {LEVEL:.0%} bootstrap intervals over the "
+            f"texts. A verdict needs at least {MIN_EXAMPLES} texts and intervals that clear gain "
+            f"≥ {MIN_GAIN:.0%} and τ &gt; 0. τ(|scores|) ranks magnitudes (Jain &amp; Wallace's "
+            "convention); τ(signed) ranks signed scores as they are.</p>",
+            _verdict_table(verdicts, signed_verdicts),
         ]
+        if example is not None:
+            own = _example_table(verdicts, example)
+            if own:
+                parts += [
+                    f"<h3>This text alone (example {example}, n=1)</h3>",
+                    "<p>One text has no interval: these numbers show which way it leans, and "
+                    "are not a verdict.</p>",
+                    own,
+                ]
     parts.append(f"<h2>Token importance ({len(tokens)} tokens)</h2>")
     for method, scores in explanations.items():
         parts += [f"<h3>{html.escape(method)}</h3>", _token_strip(tokens, scores)]

@@ -12,6 +12,11 @@ The ``attention`` option picks the encoder and the pooling over its states ``h_t
   sinusoidal positions, Vaswani et al. 2017), then the same additive attention pooling.
 - ``"none"``: BiGRU, then the mean of the states over the real tokens: the baseline.
 
+``encoder="lstm"`` swaps the BiGRU for a BiLSTM (Hochreiter & Schmidhuber 1997; Jain & Wallace
+2019's encoder). The embeddings can start from pretrained vectors (:mod:`attnkit.data.vectors`:
+a word2vec/GloVe file, or the bundled MiniLM's input embeddings), frozen
+(``freeze_embeddings=True``) or fine-tuned.
+
 Padding (id 0, on the right) is never read: the BiGRU runs on packed sequences, the transformer
 masks padded keys, and the pooling gives padded positions zero weight. The pooling weights
 ``(B, T)`` are returned for interpretability (for ``"none"``, the uniform mean's weights).
@@ -47,6 +52,7 @@ __all__ = [
 
 ATTENTIONS = ("soft", "hard", "multihead", "none")
 HARD_ESTIMATORS = ("gumbel", "topk")
+ENCODERS = ("gru", "lstm", "transformer")  # transformer goes with "multihead", and only it
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,25 @@ class TextClassifierConfig:
     dropout: float = 0.1  # dropout on embeddings and on the pooled vector
     attention_dropout: float = 0.0  # attention-weight dropout in the transformer blocks
     head_dropout: float = 0.0  # DropHead in the transformer blocks (Zhou et al. 2020)
+    encoder: str | None = None  # "gru" or "lstm" (bidirectional); None: gru, or the
+    # transformer for "multihead"
+    freeze_embeddings: bool = False  # keep the (pretrained) embeddings fixed during training
+
+    @property
+    def encoder_kind(self) -> str:
+        """The encoder in use: ``"gru"``, ``"lstm"`` or ``"transformer"``."""
+        if self.encoder is not None:
+            return self.encoder
+        return "transformer" if self.attention == "multihead" else "gru"
 
     def __post_init__(self) -> None:
+        if self.encoder is not None and self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
+        if (self.encoder_kind == "transformer") != (self.attention == "multihead"):
+            raise ValueError(
+                f"encoder {self.encoder_kind!r} does not go with attention {self.attention!r}: "
+                "'multihead' is the transformer encoder, the other poolings run on 'gru' or 'lstm'"
+            )
         if self.attention not in ATTENTIONS:
             raise ValueError(
                 f"attention must be one of {list(ATTENTIONS)} for TextClassifier, "
@@ -175,9 +198,11 @@ class TextClassifier(nn.Module):
             self.encoder: nn.Module = TransformerEncoder(config)
             size = config.embed_dim
         else:
-            self.encoder = nn.GRU(config.embed_dim, config.hidden, batch_first=True,
-                                  bidirectional=True)  # fmt: skip
+            rnn = nn.LSTM if config.encoder_kind == "lstm" else nn.GRU
+            self.encoder = rnn(config.embed_dim, config.hidden, batch_first=True,
+                               bidirectional=True)  # fmt: skip
             size = 2 * config.hidden
+        self.embed.weight.requires_grad_(not config.freeze_embeddings)
         self.pool: nn.Module | None = None
         if config.attention in ("soft", "multihead"):
             self.pool = SoftAttention(size, size, score="additive", hidden_dim=config.attention_dim)
@@ -232,10 +257,11 @@ EVIDENCE_OPTIONS = {
 }  # fmt: skip
 """Options of :func:`text_recipe` that shape the evidence task, with their defaults."""
 FILE_OPTIONS = {
-    "text_column": "text", "label_column": "label", "val_fraction": 0.1, "test_fraction": 0.1,
-    "min_count": 1, "max_length": 256,
+    "text_column": "text", "label_column": "label", "split_column": None, "val_fraction": 0.1,
+    "test_fraction": 0.1, "min_count": 1, "max_length": 256, "lowercase": True,
 }  # fmt: skip
-"""Options of :func:`text_recipe` for reading a user's file, with their defaults."""
+"""Options of :func:`text_recipe` for reading a user's file, with their defaults (see
+:func:`attnkit.data.text.load_text_file`; the split's shuffle uses the recipe's ``seed``)."""
 
 
 def text_recipe(
@@ -258,9 +284,11 @@ def text_recipe(
         fraction: share of the training split kept, in ``(0, 1]``.
         data: a user's text file, or ``None`` for the evidence task.
         options: ``label_smoothing`` (0.0); for the evidence task the keys of
-            :data:`EVIDENCE_OPTIONS`, for a file those of :data:`FILE_OPTIONS`; and any
-            :class:`TextClassifierConfig` field (``embed_dim``, ``hidden``, ``dropout``,
-            ``attention_dropout``, ``head_dropout``, ...).
+            :data:`EVIDENCE_OPTIONS`, for a file those of :data:`FILE_OPTIONS`; ``embeddings``:
+            initial word vectors (:func:`attnkit.data.vectors.pretrained_vectors`: a word2vec
+            text or GloVe file, ``"minilm"`` or a Hugging Face model directory; ``embed_dim``
+            becomes theirs); and any :class:`TextClassifierConfig` field (``encoder``,
+            ``freeze_embeddings``, ``embed_dim``, ``hidden``, ``dropout``, ...).
     """
     from attnkit.data.evidence import make_evidence_task
     from attnkit.data.text import evidence_dataset, load_text_file
@@ -274,6 +302,7 @@ def text_recipe(
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     options = dict(options)
     label_smoothing = options.pop("label_smoothing", 0.0)
+    embeddings = options.pop("embeddings", None)
     if data is None:
         task_options = _pop(options, EVIDENCE_OPTIONS)
         n, task_seed = task_options.pop("n"), task_options.pop("task_seed")
@@ -284,13 +313,30 @@ def text_recipe(
         train = full.subset(order[n_val + n_test :])
         name = "text-evidence"
     else:
-        loaded = load_text_file(data, **_pop(options, FILE_OPTIONS))
+        loaded = load_text_file(data, seed=seed, **_pop(options, FILE_OPTIONS))
         train, val, test = loaded.train, loaded.val, loaded.test
+        if len(val) == 0:
+            raise ValueError(
+                f"{data}: no validation rows (the trainer validates every epoch); give the file "
+                "'dev' rows or set -o val_fraction= above 0"
+            )
+        test = test if len(test) else None  # -o test_fraction=0: no test split
         name = f"text-{Path(data).stem}"
     known = {f.name for f in fields(TextClassifierConfig)} - {"attention", "vocab_size", "classes"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for text_recipe; known: {sorted(known)}")
+    vectors = None
+    if embeddings is not None:
+        from attnkit.data.vectors import pretrained_vectors
+
+        vectors = pretrained_vectors(embeddings, train.vocabulary.tokens, seed).vectors
+        if "embed_dim" in options and options["embed_dim"] != vectors.shape[1]:
+            raise ValueError(
+                f"embed_dim ({options['embed_dim']}) must be the pretrained vectors' size "
+                f"({vectors.shape[1]}) with embeddings={embeddings!r}; leave it out"
+            )
+        options["embed_dim"] = vectors.shape[1]
     config = TextClassifierConfig(
         vocab_size=len(train.vocabulary),
         classes=len(train.classes),
@@ -299,6 +345,9 @@ def text_recipe(
     )
     torch.manual_seed(seed)
     model = TextClassifier(config)
+    if vectors is not None:
+        with torch.no_grad():
+            model.embed.weight.copy_(vectors)
 
     def loss(model: TextClassifier, batch: dict[str, Tensor]) -> Tensor:
         logits = model(batch["tokens"], batch["mask"]).logits

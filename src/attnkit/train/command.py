@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,9 @@ from attnkit.train.distributed import init_from_env, is_distributed, rank_and_wo
 from attnkit.train.loop import TrainConfig, Trainer, TrainResult
 from attnkit.train.tasks import load_recipe
 
-__all__ = ["train_task"]
+__all__ = ["DATA_FILE", "train_task"]
+
+DATA_FILE = "data.json"  # in a text run's --out: the data file and the options that split it
 
 
 def train_task(
@@ -57,14 +63,22 @@ def _train_and_report(
     trainer = Trainer(
         recipe.model, config, loss=recipe.loss, metrics=recipe.metrics, model_config=recipe.config
     )
-    result = trainer.fit(recipe.train, recipe.val, recipe.test, resume=out if resume else None)
+    with _epoch_lines(not config.progress and rank == 0):
+        result = trainer.fit(recipe.train, recipe.val, recipe.test, resume=out if resume else None)
     if rank != 0:
         return result
     vocabulary = getattr(recipe.train, "vocabulary", None)
     if out is not None and vocabulary is not None:  # text tasks: what `attnkit explain` reads
         from attnkit.data.text import save_vocabulary
 
-        save_vocabulary(out, vocabulary.tokens, recipe.train.classes)
+        lowercase = bool(options.get("lowercase", True)) if data is not None else True
+        save_vocabulary(out, vocabulary.tokens, recipe.train.classes, lowercase)
+        if data is not None:  # what `attnkit faithfulness` needs to find the same test split
+            from attnkit.models.text import FILE_OPTIONS
+
+            split = {k: v for k, v in options.items() if k in FILE_OPTIONS}
+            record = {"path": str(data), "seed": config.seed, "options": split}
+            (out / DATA_FILE).write_text(json.dumps(record, indent=2))
     console = Console()
     title = f"{recipe.name}, attention={attention}, {result.steps} steps"
     if world > 1:
@@ -99,6 +113,26 @@ def _train_and_report(
         if path is not None:
             console.print(f"{label}: {path}")
     return result
+
+
+@contextmanager
+def _epoch_lines(on: bool):
+    """While on, print the trainer's one-line summary of each epoch to stdout (what the
+    progress bar shows when it is on)."""
+    if not on:
+        yield
+        return
+    logger = logging.getLogger("attnkit.train")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: record.levelno == logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _metric_names(result: TrainResult) -> list[str]:
