@@ -126,12 +126,13 @@ def explain_step(context: StepContext) -> StepResult:
     ]
     payload = {"accuracy": accuracy, "texts": held_out, "methods": methods}
     files = (context.write_json(name, "verdicts.json", payload), f"{name}/report.html")
-    figures = {"accuracy": accuracy, "trusted methods": float(len(result.verdicts) - len(flagged))}
+    trusted = [v.method for v in result.verdicts if v.trusted]
+    figures = {"accuracy": accuracy, "trusted methods": float(len(trusted))}
     return StepResult(
         name=name,
         title="Explanations of a pretrained transformer, with faithfulness verdicts",
         headline=f"accuracy {accuracy:.0%}; trusted: "
-        + (", ".join(v.method for v in result.verdicts if v.trusted) or "none")
+        + (", ".join(trusted) or "none")
         + "; flagged: "
         + (", ".join(flagged) or "none"),
         figures=figures,
