@@ -21,7 +21,8 @@ Speed (bf16/fp16 inputs):
   score itself is the running maximum (no second reduction);
 - block sizes, warps and pipeline stages are autotuned (``triton.autotune``) per head size,
   dtype, masking and length bucket (a power of two), so lengths from 2k to 16k tokens each get a
-  measured configuration without retuning for every length.
+  measured configuration without retuning for every length; shorter calls use one fixed
+  configuration (tuning them would cost more than it saves).
 
 For fp32 inputs the products run in full fp32 precision (no TF32), so the numbers match the
 eager reference. Softcapping (Gemma 2, Team Gemma 2024): scores ``c·tanh(scale·q·k / c)``.
@@ -31,6 +32,7 @@ Imported only when statistics are asked for on a CUDA device and Triton is insta
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -45,14 +47,17 @@ __all__ = ["flash_stats"]
 # choice on Hopper for both head sizes.
 _CANDIDATES = [
     (128, 64, 8, 3),
-    (128, 64, 4, 3),
     (128, 128, 8, 3),
+    (128, 64, 4, 3),
     (128, 64, 8, 4),
-    (128, 32, 4, 4),
+    (128, 32, 4, 3),
     (64, 64, 4, 3),
-    (64, 128, 4, 3),
-    (64, 32, 4, 4),
 ]
+# below this many keys or queries (rounded up to a power of two) one fixed configuration is used:
+# tuning a call that short would cost more than it saves; (BLOCK_M, BLOCK_N, warps, stages) for
+# half-precision and for fp32 inputs
+TUNE_FROM = 2048
+_FIXED = {True: (128, 64, 8, 3), False: (64, 64, 4, 2)}
 # the one configuration used under TRITON_INTERPRET=1 (no autotuning there); tests change it
 INTERPRET_CONFIG = (32, 16, 4, 1)
 
@@ -112,7 +117,7 @@ def _tile(
     else:
         k = tl.load(k_ptrs + start_n * skn)  # (N, D)
     qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (M, N), fp32
-    if SOFTCAP:  # s = c·tanh(scale·qk / c), tanh(x) = 1 - 2 / (exp(2x) + 1), in log2 units
+    if SOFTCAP:  # noqa: SIM108  s = c·tanh(scale·qk / c) = c·(1 - 2 / (exp(2·scale·qk / c) + 1))
         s = cap * (1.0 - 2.0 / (tl.exp2(qk * qk_scale) + 1.0))
     else:
         s = qk * qk_scale
@@ -278,16 +283,16 @@ def _flash_stats_kernel(
             acc, run_max, run_sum, run_t, masses, best_key, q, k_ptrs, v_ptrs, mask_ptrs,
             span_ptr, start_n, rows, row_ok, offset, num_keys, skn, svn, smn, qk_scale, cap,
             dims, vdims, span_ids, HEAD_DIM, VALUE_DIM,
-            False, HAS_MASK, CAUSAL, HAS_MASK, SOFTCAP, WANT_ARGMAX, PAD_D, PAD_DV, NUM_SPANS, BLOCK_N,
-            PRECISION,
+            False, HAS_MASK, CAUSAL, HAS_MASK, SOFTCAP, WANT_ARGMAX, PAD_D, PAD_DV, NUM_SPANS,
+            BLOCK_N, PRECISION,
         )  # fmt: skip
     for start_n in range(full_end, key_end, BLOCK_N):
         acc, run_max, run_sum, run_t, masses, best_key = _tile(
             acc, run_max, run_sum, run_t, masses, best_key, q, k_ptrs, v_ptrs, mask_ptrs,
             span_ptr, start_n, rows, row_ok, offset, num_keys, skn, svn, smn, qk_scale, cap,
             dims, vdims, span_ids, HEAD_DIM, VALUE_DIM,
-            True, True, CAUSAL, HAS_MASK, SOFTCAP, WANT_ARGMAX, PAD_D, PAD_DV, NUM_SPANS, BLOCK_N,
-            PRECISION,
+            True, True, CAUSAL, HAS_MASK, SOFTCAP, WANT_ARGMAX, PAD_D, PAD_DV, NUM_SPANS,
+            BLOCK_N, PRECISION,
         )  # fmt: skip
 
     has_key = run_sum > 0.0
@@ -341,6 +346,13 @@ _tuned_kernel = triton.autotune(
 )(_flash_stats_kernel)
 
 
+@functools.lru_cache(maxsize=256)
+def _bounds(flat: tuple[int, ...], device: torch.device) -> Tensor:
+    """The spans as an int64 tensor on ``device``, made once: a host-to-device copy of a fresh
+    list waits for the device, which would stall the launches of a capture or a generation."""
+    return torch.tensor(flat or (0, 0), device=device, dtype=torch.int64)
+
+
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -388,8 +400,7 @@ def flash_stats(
     )
     masses = torch.empty(max(len(spans), 1), batch, heads, num_queries, device=device)
     # clamp the spans to the keys: "the block is inside the span" must stay a key-range test
-    bounds = [min(max(int(x), 0), num_keys) for span in spans for x in span] or [0, 0]
-    bounds = torch.tensor(bounds, device=device, dtype=torch.int64)
+    bounds = _bounds(tuple(min(max(int(x), 0), num_keys) for s in spans for x in s), device)
     if mask is not None:
         mask = mask.expand(batch, heads, num_queries, num_keys)
         mask_strides = mask.stride()
@@ -438,8 +449,9 @@ def flash_stats(
         SPANS=triton.next_power_of_2(max(len(spans), 1)),
         NUM_SPANS=len(spans),
     )
-    if _interpreting():
-        block_m, block_n, warps, stages = INTERPRET_CONFIG
+    if _interpreting() or size_bucket < TUNE_FROM:
+        half = query.dtype != torch.float32
+        block_m, block_n, warps, stages = INTERPRET_CONFIG if _interpreting() else _FIXED[half]
         grid = (triton.cdiv(num_queries, block_m), batch * heads)
         _flash_stats_kernel[grid](
             *arguments,
@@ -461,4 +473,3 @@ def flash_stats(
 def chosen_configs() -> dict[str, str]:
     """The configuration the autotuner picked for each key it has seen (for benchmarks)."""
     return {str(key): str(config) for key, config in _tuned_kernel.cache.items()}
-
