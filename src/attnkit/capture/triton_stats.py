@@ -71,9 +71,9 @@ def _tile(
     masses,
     best_key,
     q,
-    k_ptrs,
-    v_ptrs,
-    mask_ptrs,
+    k_base,
+    v_base,
+    mask_base,
     span_ptr,
     start_n,
     rows,
@@ -81,7 +81,10 @@ def _tile(
     offset,
     num_keys,
     skn,
+    skd,
     svn,
+    svd,
+    smm,
     smn,
     qk_scale,
     cap,
@@ -107,42 +110,48 @@ def _tile(
     be ``-inf`` (an edge block or a mask)."""
     cols = start_n + tl.arange(0, BLOCK_N)
     col_ok = cols < num_keys
+    # pointers made afresh from the scalar bases on every block: a loop-carried tile of 64-bit
+    # pointers would hold registers that the score and output tiles need
+    k_ptrs = k_base + cols[:, None] * skn + dims[None, :] * skd  # (N, D)
     if EDGE:
         k_mask = col_ok[:, None]
         if PAD_D:
             k_mask = k_mask & (dims[None, :] < head_dim)
-        k = tl.load(k_ptrs + start_n * skn, mask=k_mask, other=0.0)
+        k = tl.load(k_ptrs, mask=k_mask, other=0.0)
     elif PAD_D:
-        k = tl.load(k_ptrs + start_n * skn, mask=dims[None, :] < head_dim, other=0.0)
+        k = tl.load(k_ptrs, mask=dims[None, :] < head_dim, other=0.0)
     else:
-        k = tl.load(k_ptrs + start_n * skn)  # (N, D)
+        k = tl.load(k_ptrs)
     qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (M, N), fp32
-    if SOFTCAP:  # noqa: SIM108  s = c·tanh(scale·qk / c) = c·(1 - 2 / (exp(2·scale·qk / c) + 1))
-        s = cap * (1.0 - 2.0 / (tl.exp2(qk * qk_scale) + 1.0))
+    # scores in log2 units are qk·mult: scaled in the max and the exponent's FMA only
+    if SOFTCAP:  # s = c·tanh(scale·qk / c) = c·(1 - 2 / (exp(2·scale·qk / c) + 1))
+        qk = cap * (1.0 - 2.0 / (tl.exp2(qk * qk_scale) + 1.0))
+        mult = 1.0
     else:
-        s = qk * qk_scale
+        mult = qk_scale
     if GUARDED:
         allowed = col_ok[None, :] & row_ok[:, None]
         if CAUSAL:
             allowed = allowed & (cols[None, :] <= offset + rows[:, None])
         if HAS_MASK:
-            m = tl.load(mask_ptrs + start_n * smn, mask=row_ok[:, None] & col_ok[None, :], other=0)
+            mask_ptrs = mask_base + rows[:, None] * smm + cols[None, :] * smn
+            m = tl.load(mask_ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0)
             allowed = allowed & (m != 0)
-        s = tl.where(allowed, s, float("-inf"))
-    tile_max = tl.max(s, 1)
+        qk = tl.where(allowed, qk, float("-inf"))
+    tile_max = tl.max(qk, 1) * mult  # mult > 0: the largest qk is the largest score
     if WANT_ARGMAX:
-        tile_arg = tl.argmax(s, 1).to(tl.int64) + start_n
+        tile_arg = tl.argmax(qk, 1).to(tl.int64) + start_n
         best_key = tl.where(tile_max > run_max, tile_arg, best_key)
     new_max = tl.maximum(run_max, tile_max)
     if GUARDED:  # a row with nothing allowed yet keeps m = -inf: subtract 0 instead
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
-        x = s - safe_max[:, None]
+        x = qk * mult - safe_max[:, None]
         p = tl.exp2(x)  # 0 where not allowed
         t = tl.sum(tl.where(p > 0.0, p * x, 0.0), 1)
         carried = tl.where(run_sum > 0.0, run_t + run_sum * (run_max - safe_max), 0.0)
     else:  # every score is finite and new_max too
         safe_max = new_max
-        x = s - new_max[:, None]
+        x = qk * mult - new_max[:, None]
         p = tl.exp2(x)
         t = tl.sum(p * x, 1)
         carried = run_t + run_sum * (run_max - new_max)  # run_sum = 0 while run_max = -inf
@@ -162,16 +171,18 @@ def _tile(
                 inside = (cols >= lo) & (cols < hi)
                 part = tl.sum(tl.where(inside[None, :], p, 0.0), 1)
                 masses = tl.where(span_ids[None, :] == n, masses + part[:, None], masses)
+    v_ptrs = v_base + cols[:, None] * svn + vdims[None, :] * svd  # (N, Dv)
     if EDGE:
         v_mask = col_ok[:, None]
         if PAD_DV:
             v_mask = v_mask & (vdims[None, :] < value_dim)
-        v = tl.load(v_ptrs + start_n * svn, mask=v_mask, other=0.0)
+        v = tl.load(v_ptrs, mask=v_mask, other=0.0)
     elif PAD_DV:
-        v = tl.load(v_ptrs + start_n * svn, mask=vdims[None, :] < value_dim, other=0.0)
+        v = tl.load(v_ptrs, mask=vdims[None, :] < value_dim, other=0.0)
     else:
-        v = tl.load(v_ptrs + start_n * svn)  # (N, Dv)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        v = tl.load(v_ptrs)
+    # rescaled, then accumulated by the tensor cores in place
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
     return acc, new_max, run_sum, run_t, masses, best_key
 
 
@@ -240,19 +251,19 @@ def _flash_stats_kernel(
     rows = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     vdims = tl.arange(0, BLOCK_DV)
-    keys = tl.arange(0, BLOCK_N)
     row_ok = rows < num_queries
     q_mask = row_ok[:, None]
     if PAD_D:
         q_mask = q_mask & (dims[None, :] < HEAD_DIM)
+    b64, h64, hkv64 = b.to(tl.int64), h.to(tl.int64), hkv.to(tl.int64)  # no int32 overflow
     q = tl.load(
-        q_ptr + b * sqb + h * sqh + rows[:, None] * sqm + dims[None, :] * sqd,
+        q_ptr + b64 * sqb + h64 * sqh + rows[:, None] * sqm + dims[None, :] * sqd,
         mask=q_mask,
         other=0.0,
     )
-    k_ptrs = k_ptr + b * skb + hkv * skh + keys[:, None] * skn + dims[None, :] * skd
-    v_ptrs = v_ptr + b * svb + hkv * svh + keys[:, None] * svn + vdims[None, :] * svd
-    mask_ptrs = mask_ptr + b * smb + h * smh + rows[:, None] * smm + keys[None, :] * smn
+    k_base = k_ptr + b64 * skb + hkv64 * skh
+    v_base = v_ptr + b64 * svb + hkv64 * svh
+    mask_base = mask_ptr + b64 * smb + h64 * smh
     span_ids = tl.arange(0, SPANS)
     if SOFTCAP:  # exp2(qk · qk_scale) = exp(2·scale·qk / c); cap in log2 units
         qk_scale = 2.0 * 1.4426950408889634 * scale / softcap
@@ -280,16 +291,18 @@ def _flash_stats_kernel(
     full_end = (seen_by_all // BLOCK_N) * BLOCK_N
     for start_n in range(0, full_end, BLOCK_N):
         acc, run_max, run_sum, run_t, masses, best_key = _tile(
-            acc, run_max, run_sum, run_t, masses, best_key, q, k_ptrs, v_ptrs, mask_ptrs,
-            span_ptr, start_n, rows, row_ok, offset, num_keys, skn, svn, smn, qk_scale, cap,
+            acc, run_max, run_sum, run_t, masses, best_key, q, k_base, v_base, mask_base,
+            span_ptr, start_n, rows, row_ok, offset, num_keys, skn, skd, svn, svd, smm, smn,
+            qk_scale, cap,
             dims, vdims, span_ids, HEAD_DIM, VALUE_DIM,
             False, HAS_MASK, CAUSAL, HAS_MASK, SOFTCAP, WANT_ARGMAX, PAD_D, PAD_DV, NUM_SPANS,
             BLOCK_N, PRECISION,
         )  # fmt: skip
     for start_n in range(full_end, key_end, BLOCK_N):
         acc, run_max, run_sum, run_t, masses, best_key = _tile(
-            acc, run_max, run_sum, run_t, masses, best_key, q, k_ptrs, v_ptrs, mask_ptrs,
-            span_ptr, start_n, rows, row_ok, offset, num_keys, skn, svn, smn, qk_scale, cap,
+            acc, run_max, run_sum, run_t, masses, best_key, q, k_base, v_base, mask_base,
+            span_ptr, start_n, rows, row_ok, offset, num_keys, skn, skd, svn, svd, smm, smn,
+            qk_scale, cap,
             dims, vdims, span_ids, HEAD_DIM, VALUE_DIM,
             True, True, CAUSAL, HAS_MASK, SOFTCAP, WANT_ARGMAX, PAD_D, PAD_DV, NUM_SPANS,
             BLOCK_N, PRECISION,
@@ -303,7 +316,7 @@ def _flash_stats_kernel(
     if PAD_DV:
         o_mask = o_mask & (vdims[None, :] < VALUE_DIM)
     tl.store(
-        out_ptr + b * sob + h * soh + rows[:, None] * som + vdims[None, :] * sod,
+        out_ptr + b64 * sob + h64 * soh + rows[:, None] * som + vdims[None, :] * sod,
         out.to(out_ptr.dtype.element_ty),
         mask=o_mask,
     )
@@ -393,12 +406,14 @@ def flash_stats(
     kv_heads, num_keys, value_dim = key.shape[1], key.shape[2], value.shape[3]
     device = query.device
     out = torch.empty(batch, heads, num_queries, value_dim, device=device, dtype=query.dtype)
-    stat = torch.empty(3, batch, heads, num_queries, device=device, dtype=torch.float32)
-    lse, entropy, best = stat[0], stat[1], stat[2]
+    # one allocation for the float statistics: lse, entropy, largest score, then the masses
+    stat = torch.empty(
+        3 + len(spans), batch, heads, num_queries, device=device, dtype=torch.float32
+    )
+    lse, entropy, best, masses = stat[0], stat[1], stat[2], stat[3:]
     best_index = (torch.empty if want_argmax else torch.zeros)(
         batch, heads, num_queries, device=device, dtype=torch.int64
     )
-    masses = torch.empty(max(len(spans), 1), batch, heads, num_queries, device=device)
     # clamp the spans to the keys: "the block is inside the span" must stay a key-range test
     bounds = _bounds(tuple(min(max(int(x), 0), num_keys) for s in spans for x in s), device)
     if mask is not None:
@@ -418,7 +433,7 @@ def flash_stats(
         entropy,
         best,
         best_index,
-        masses,
+        masses if spans else stat,
         *query.stride(),
         *key.stride(),
         *value.stride(),
@@ -467,7 +482,7 @@ def flash_stats(
             return (triton.cdiv(num_queries, meta["BLOCK_M"]), batch * heads)
 
         _tuned_kernel[grid](*arguments, **constants)
-    return out, lse, entropy, best, best_index, masses[: len(spans)]
+    return out, lse, entropy, best, best_index, masses
 
 
 def chosen_configs() -> dict[str, str]:
