@@ -50,33 +50,47 @@ from attnkit.capture import stats as S
 STATS = ("entropy", "max", "sink", "mass:context")
 
 
+ORDER = {"op": 1, "model": 3, "generate": 4, "extra": 6}  # gpu_check.sh adds 2_ and 5_ tests
+
+
 class Report:
-    """Sections of markdown and their records, written again after every part."""
+    """Each part's markdown in ``<out>/parts/<n>_<part>.md`` and record in ``<part>.json``;
+    ``capture_gpu.{md,json}`` are rebuilt from all parts (also those of earlier invocations and
+    of gpu_check.sh's tests) after every write."""
 
     def __init__(self, out: Path, info: dict[str, object]):
         self.out, self.info = out, info
-        self.sections: list[tuple[str, str]] = []
-        self.records: dict[str, object] = {}
-        out.mkdir(parents=True, exist_ok=True)
+        self.parts = out / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        (self.parts / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
 
     def add(self, name: str, text: str, record: object) -> None:
-        self.sections.append((name, text))
-        self.records[name] = record
+        (self.parts / f"{ORDER.get(name, 9)}_{name}.md").write_text(f"## {name}\n\n{text}\n")
+        (self.parts / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
         self.write()
 
     def write(self) -> None:
-        head = (
-            f"# capture on a GPU ({self.info['device_name']})\n\n"
-            f"{self.info['device_name']}, torch {self.info['torch']}, triton "
-            f"{self.info['triton']}, transformers {self.info['transformers']}, Python "
-            f"{self.info['python']}; {self.info['date']}"
-            + ("; DRY RUN (tiny sizes, numbers meaningless)" if self.info["dry"] else "")
-            + "\n"
-        )
-        body = "\n".join(f"## {name}\n\n{text}\n" for name, text in self.sections)
-        (self.out / "capture_gpu.md").write_text(head + "\n" + body)
-        payload = {"machine": self.info, **self.records}
-        (self.out / "capture_gpu.json").write_text(json.dumps(payload, indent=2) + "\n")
+        collect(self.out)
+
+
+def collect(out: Path) -> None:
+    """Rebuild ``capture_gpu.md`` and ``capture_gpu.json`` from ``out/parts``."""
+    parts = out / "parts"
+    info = json.loads((parts / "machine.json").read_text())
+    head = (
+        f"# capture on a GPU ({info['device_name']})\n\n"
+        f"{info['device_name']}, torch {info['torch']}, triton {info['triton']}, transformers "
+        f"{info['transformers']}, Python {info['python']}; {info['date']}"
+        + ("; DRY RUN (tiny sizes, numbers meaningless)" if info["dry"] else "")
+        + "\n"
+    )
+    body = "\n".join(path.read_text() for path in sorted(parts.glob("[0-9]_*.md")))
+    (out / "capture_gpu.md").write_text(head + "\n" + body)
+    payload = {"machine": info}
+    for path in sorted(parts.glob("*.json")):
+        if path.name != "machine.json":
+            payload[path.stem] = json.loads(path.read_text())
+    (out / "capture_gpu.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
@@ -269,8 +283,7 @@ def op_part(report: Report, device, dtype, dry: bool, rounds: int) -> None:
             records.append(record)
             print(f"op {head_dim=} {length=}: {record['text_ratio']}", flush=True)
             rows.append(op_row(record))
-            report.records["op"] = {"rows": records, "configs": chosen_configs()}
-            report.write()  # each size as it finishes
+            report.add("op", "(in progress)\n\n" + op_table(rows), {"rows": records})
     text = (
         f"Attention op, B=1, 32 heads, 8 KV heads, causal, {str(dtype).removeprefix('torch.')}; "
         f"attnkit `attention_stats` ({', '.join(STATS)}; the Triton kernel) vs SDPA restricted "
@@ -524,7 +537,11 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--dry", action="store_true", help="tiny sizes, to test the script")
+    parser.add_argument("--collect", action="store_true", help="only rebuild capture_gpu.md")
     args = parser.parse_args()
+    if args.collect:
+        collect(args.out)
+        return
     cuda = torch.cuda.is_available()
     if not cuda and not args.dry:
         parser.error("no CUDA device: run with --dry to test the script on the CPU")
