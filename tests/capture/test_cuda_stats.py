@@ -1,11 +1,12 @@
 """The Triton statistics kernel on a CUDA device against eager attention (run by hand on a GPU:
 ``bash benchmarks/gpu_check.sh``; CI has none).
 
-The truth is float64 attention over the same rounded inputs. In float32 the kernel must match it
-within 1e-5. In bf16/fp16 the rule is flash-attn's: the kernel's error against the truth is at
-most twice the error of eager attention run in that dtype (scores, softcap and ``P·V`` in the
-dtype, softmax in float32 rounded to it, as Hugging Face's eager attention does), for the output
-and for every statistic read off eager's weights.
+The truth is float64 attention over the same rounded inputs. The rule is flash-attn's: the
+kernel's error against the truth is at most twice the error of eager attention run in the same
+dtype (scores, softcap and ``P·V`` in the dtype, softmax in float32 rounded to it, as Hugging
+Face's eager attention does), for the output and for every statistic read off eager's weights;
+in float32 never less than 1e-5 (eager's float32 error is ~1e-7, the kernel's exponentials are
+the GPU's 2^x approximation; a softcapped score carries ``c·1e-7`` either way).
 """
 
 import math
@@ -91,15 +92,13 @@ def _check(dtype, shape, head_dim=64, value_dim=None, heads=4, kv_heads=2, causa
     true_stats = _statistics(true_weights, spans)
     has_key = true_weights.sum(-1) > 0
     true_lse = _lse(q, k, mask, causal, scale, softcap)
-    if dtype == torch.float32:
-        tolerances = dict.fromkeys(["out", *true_stats], 1e-5)
-    else:  # flash-attn's rule: at most twice eager's own error in this dtype
-        eager_out, eager_weights = _attention(q, k, v, mask, causal, scale, softcap, dtype)
-        eager_stats = _statistics(eager_weights, spans)
-        tolerances = {"out": 2 * (eager_out.double() - true_out).abs().max().item() + 1e-6}
-        for name, value in true_stats.items():
-            error = (eager_stats[name] - value).abs().max().item()
-            tolerances[name] = 2 * error + 1e-6
+    # flash-attn's rule: at most twice eager's own error in this dtype (float32: at least 1e-5)
+    eager_out, eager_weights = _attention(q, k, v, mask, causal, scale, softcap, dtype)
+    eager_stats = _statistics(eager_weights, spans)
+    floor = 1e-5 if dtype == torch.float32 else 1e-6
+    tolerances = {"out": max(floor, 2 * (eager_out.double() - true_out).abs().max().item())}
+    for name, value in true_stats.items():
+        tolerances[name] = max(floor, 2 * (eager_stats[name] - value).abs().max().item())
     errors = {"out": (out.double() - true_out).abs().max().item()}
     for name, value in true_stats.items():
         errors[name] = (stats[name].double() - value).abs().max().item()
