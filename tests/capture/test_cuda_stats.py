@@ -159,10 +159,14 @@ def test_every_tuning_candidate_is_exact(monkeypatch, head_dim):
     from attnkit.capture import triton_stats
 
     monkeypatch.setattr(triton_stats, "TUNE_FROM", 1 << 40)  # the fixed configuration always
-    for candidate in triton_stats._CANDIDATES:
-        monkeypatch.setitem(triton_stats._FIXED, True, candidate)
-        errors, tolerances = _check(torch.bfloat16, (777, 1111), head_dim=head_dim)
-        assert all(errors[n] <= tolerances[n] for n in errors), candidate
+    for dtype, candidates in (
+        (torch.bfloat16, triton_stats._CANDIDATES),
+        (torch.float32, triton_stats._CANDIDATES_FP32),
+    ):
+        for candidate in candidates:
+            monkeypatch.setitem(triton_stats._FIXED, dtype != torch.float32, candidate)
+            errors, tolerances = _check(dtype, (777, 1111), head_dim=head_dim)
+            assert all(errors[n] <= tolerances[n] for n in errors), (dtype, candidate)
 
 
 @pytest.mark.slow
