@@ -1,12 +1,27 @@
-"""Linear attention against fused softmax attention as inputs grow long.
+"""Long inputs: linear attention against fused softmax attention, and capture of streamed
+statistics at 16k and 32k tokens.
 
-The attention op alone (B=1, 8 heads of 64, causal and full), forward, for N = 1,024..16,384:
+Part ``linear``: the attention op alone (B=1, 8 heads of 64, causal and full), forward, for
+N = 1,024..16,384:
 PyTorch's fused SDPA (exact softmax attention, O(N²) time) against attnkit's ``"linear"`` backend
 (Katharopoulos et al. 2020: a different, approximate attention with O(N) time and memory). The
 ratio column is the median of per-round ``SDPA time / linear time`` (interleaved): above 1, the
 linear backend is faster. Peak memory of one forward is measured in a child process.
 
-    python benchmarks/long_inputs.py [--lengths 1024 4096 ...] [--repeats 5]
+Part ``capture`` (issue 20): a small Llama built from a config (2 layers, hidden 128, 2 heads of
+64, 1 KV head; random weights), batch 1, forward without autograd at 16,384 and 32,768 tokens:
+the plain sdpa forward against the same forward inside ``attnkit.capture(stats=("entropy",
+"max", "sink", "mass:context"))`` (all layers; CPU: attnkit's fused C++ statistics kernel).
+Time: median of per-round ``capture / plain`` (interleaved; goal <= 1.3x). Memory: each in a
+fresh child process, the resident memory the forward adds (peak ``VmHWM`` minus resident before
+it, the model and a short warm-up already loaded; goal <= 1.2x) and the whole process's peak.
+Only the last position's logits are computed (``logits_to_keep=1``), as a long-context reader
+does, so the attention layers dominate.
+
+    python benchmarks/long_inputs.py [--part linear|capture|all] [--lengths 1024 4096 ...]
+        [--capture-lengths 16384 32768] [--repeats 5] [--capture-repeats 3]
+
+Results: ``results/long_inputs.{md,json}`` (linear) and ``results/long_capture.{md,json}``.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from harness import (
 )
 
 HEADS, HEAD_DIM = 8, 64
+CAPTURE_STATS = ("entropy", "max", "sink", "mass:context")
 
 
 def _inputs(length: int) -> list[torch.Tensor]:
@@ -64,25 +80,154 @@ def peak_memory_mib(name: str, length: int, causal: bool) -> float:
     return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
 
+def _llama(max_length: int):
+    """The 2-layer Llama of the capture part (random weights, sdpa attention)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=max_length,
+    )
+    config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(config).eval()
+
+
+def _forward(kind: str, model, length: int):
+    """``plain`` or ``capture``: one forward of ``length`` tokens, last position's logits."""
+    import attnkit
+
+    ids = torch.randint(0, 1000, (1, length), generator=torch.Generator().manual_seed(0))
+    spans = {"context": (0, length // 4)}
+
+    def plain():
+        with torch.no_grad():
+            return model(input_ids=ids, logits_to_keep=1).logits
+
+    def captured():
+        with torch.no_grad(), attnkit.capture(model, stats=CAPTURE_STATS, spans=spans) as rec:
+            logits = model(input_ids=ids, logits_to_keep=1).logits
+        entropy = rec.stats["entropy"]
+        assert len(entropy) == 2 and all(x.shape[-1] == length for x in entropy.values())
+        return logits
+
+    return {"plain": plain, "capture": captured}[kind]
+
+
+def _capture_memory_child(kind: str, length: int) -> None:
+    model = _llama(length)
+    _forward(kind, model, 256)()  # load the kernels and thread pools first
+    run = _forward(kind, model, length)
+    before = resident_mib()
+    run()
+    print(f"{peak_resident_mib():.1f} {max(peak_resident_mib() - before, 0):.1f}")
+
+
+def capture_peak_mib(kind: str, length: int) -> tuple[float, float]:
+    """(peak resident MiB of the whole process, MiB the forward added) in a fresh process."""
+    command = [sys.executable, __file__, "--capture-memory-child", kind, str(length)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    peak, added = (float(x) for x in output.split()[-2:])
+    return peak, added
+
+
+def capture_part(lengths: list[int], repeats: int) -> None:
+    """Capture of streamed statistics against the plain sdpa forward at long lengths."""
+    rows, records = [], []
+    for length in lengths:
+        model = _llama(length)
+        plain, captured = _forward("plain", model, length), _forward("capture", model, length)
+        times = interleaved([plain, captured], repeats, warmup=1)
+        ratios = sorted(c / p for p, c in zip(*times, strict=True))
+        memory = {kind: capture_peak_mib(kind, length) for kind in ("plain", "capture")}
+        record = {
+            "length": length,
+            "repeats": repeats,
+            "plain_ms": 1e3 * sorted(times[0])[len(times[0]) // 2],
+            "capture_ms": 1e3 * sorted(times[1])[len(times[1]) // 2],
+            "time_ratio": ratios[len(ratios) // 2],
+            "time_ratio_range": [ratios[0], ratios[-1]],
+            "peak_mib": {kind: peak for kind, (peak, _) in memory.items()},
+            "forward_added_mib": {kind: added for kind, (_, added) in memory.items()},
+            "added_ratio": memory["capture"][1] / max(memory["plain"][1], 1e-9),
+            "peak_ratio": memory["capture"][0] / memory["plain"][0],
+        }
+        records.append(record)
+        rows.append(
+            [
+                length,
+                f"{record['plain_ms']:.0f}",
+                f"{record['capture_ms']:.0f}",
+                f"{record['time_ratio']:.2f}x ({ratios[0]:.2f} to {ratios[-1]:.2f})",
+                f"{memory['plain'][1]:.0f} / {memory['capture'][1]:.0f}",
+                f"{record['added_ratio']:.2f}x",
+                f"{memory['plain'][0]:.0f} / {memory['capture'][0]:.0f}",
+                f"{record['peak_ratio']:.2f}x",
+            ]
+        )
+        print(f"N={length}: {rows[-1]}", flush=True)
+    info = machine()
+    title = (
+        "2-layer Llama (hidden 128, 2 heads of 64, 1 KV head), B=1, forward without autograd, "
+        f"last logits only; capture of {', '.join(CAPTURE_STATS)} for all layers vs the plain "
+        f"sdpa forward; time: median (min to max) of {repeats} interleaved rounds' ratios; memory: "
+        f"one forward in a fresh process; {info['cpu']}, {info['threads']} threads, torch "
+        f"{info['torch']}; {info['date']}"
+    )
+    headers = [
+        "N",
+        "plain ms",
+        "capture ms",
+        "capture / plain time",
+        "forward adds MiB plain / capture",
+        "added ratio",
+        "process peak MiB plain / capture",
+        "peak ratio",
+    ]
+    table = title + "\n\n" + markdown_table(headers, rows)
+    print(table)
+    path = write_results("long_capture", {"machine": info, "rows": records}, table)
+    print(f"\nwrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["linear", "capture", "all"], default="all")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--capture-lengths", type=int, nargs="+", default=[16384, 32768])
+    parser.add_argument("--capture-repeats", type=int, default=3)
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--capture-memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         name, length, causal = args.memory_child
         _memory_child(name, int(length), bool(int(causal)))
         return
+    if args.capture_memory_child:
+        _capture_memory_child(args.capture_memory_child[0], int(args.capture_memory_child[1]))
+        return
+    if args.part in ("linear", "all"):
+        linear_part(args.lengths, args.repeats)
+    if args.part in ("capture", "all"):
+        capture_part(args.capture_lengths, args.capture_repeats)
 
+
+def linear_part(lengths: list[int], repeats: int) -> None:
+    """Linear attention against fused SDPA, the attention op alone."""
     rows, records = [], []
     with Progress(transient=True) as progress:
-        task = progress.add_task("measuring", total=2 * len(args.lengths))
+        task = progress.add_task("measuring", total=2 * len(lengths))
         for causal in (False, True):
-            for length in args.lengths:
+            for length in lengths:
                 sdpa, linear = interleaved(
                     [_call("sdpa", length, causal), _call("linear", length, causal)],
-                    args.repeats,
+                    repeats,
                     warmup=1,
                 )
                 record = {
