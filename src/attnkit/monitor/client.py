@@ -29,6 +29,7 @@ import collections
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -216,6 +217,9 @@ def check_record(record: Mapping[str, Any]) -> str:
     if not isinstance(record, Mapping):
         raise TypeError(f"record must be a mapping, got {type(record).__name__}")
     name = repr(record.get("request_id"))[:80]
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"record {name} is invalid: {key}: must be finite, got {value}")
     try:
         text = json.dumps(dict(record), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as error:
