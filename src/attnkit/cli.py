@@ -199,7 +199,7 @@ def serve(
     retention_days: Annotated[float | None, typer.Option(help="Delete older records.")] = None,
     allowed_host: Annotated[
         list[str] | None,
-        typer.Option(help="Host header to accept besides loopback names (repeatable).")
+        typer.Option(help="Host header to accept besides loopback names (repeatable)."),
     ] = None,
     upgrade: Annotated[
         bool, typer.Option(help="Apply pending database migrations first (back it up before).")

@@ -63,8 +63,13 @@ def test_metrics_labels_come_from_a_closed_set(api):
 
 
 NUL_REQUESTS = [
-    "/v1/records/%00", "/v1/records/a%00b", "/v1/records?model=%00", "/v1/records?version=x%00",
-    "/v1/records?tag=k:%00", "/v1/records?tag=%00:v", "/v1/series?model=%00",
+    "/v1/records/%00",
+    "/v1/records/a%00b",
+    "/v1/records?model=%00",
+    "/v1/records?version=x%00",
+    "/v1/records?tag=k:%00",
+    "/v1/records?tag=%00:v",
+    "/v1/series?model=%00",
     "/v1/drift?by=model&model=%00",
 ]
 
@@ -86,7 +91,7 @@ def test_impossible_values_are_refused_on_both_databases(api, fields):
     # before: a lookback ratio of ±1.7e308 or a negative entropy was stored (and broke reports)
     answer = api.post("/v1/records", json=make_record(0, **fields), headers=AUTH)
     assert answer.status_code == 422
-    assert list(fields) [0] in json.dumps(answer.json())
+    assert next(iter(fields)) in json.dumps(answer.json())
     assert api.get("/v1/records", params={"start": 0}, headers=AUTH).json()["records"] == []
 
 
@@ -108,7 +113,9 @@ def test_per_token_lists_are_bounded_and_shares_in_range(api):
     assert long.status_code == 422 and "leaned_on" in long.text
     wrong = trace(4, 1)
     wrong["leaned_on"][0] = [[0, 1.5]]
-    assert api.post("/v1/records", json=make_record(3, trace=wrong), headers=AUTH).status_code == 422
+    assert (
+        api.post("/v1/records", json=make_record(3, trace=wrong), headers=AUTH).status_code == 422
+    )
 
 
 def test_big_bodies_are_checked_off_the_event_loop(tmp_path, monkeypatch):
@@ -142,8 +149,8 @@ def test_a_body_that_does_not_arrive_is_cut_off(live):
     # before: no timeout: 40 connections each announcing 8 MB held 346 MB for 20 s and more
     server = live(body_timeout_s=0.3)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(b"POST /v1/records HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                     b"application/json\r\nContent-Length: 100000\r\n\r\n{\"request_id\"")  # fmt: skip
+        head = b"POST /v1/records HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+        sock.sendall(head + b"Content-Type: application/json\r\n\r\n" + b'{"request_id"')
         answer = sock.recv(65536).decode()
     assert answer.startswith("HTTP/1.1 408") and "not received within 0.3 s" in answer
 
@@ -196,7 +203,9 @@ def test_a_full_disk_is_507_and_nothing_is_half_stored(tmp_path):
         for start in range(100, 2000, 100):
             if answer.status_code != 200:
                 break
-            answer = client.post("/v1/records/batch", json={"records": records[start:start + 100]})
+            answer = client.post(
+                "/v1/records/batch", json={"records": records[start : start + 100]}
+            )
         assert answer.status_code == 507 and "disk is full" in answer.json()["detail"]
     assert store.count() % 100 == 1  # whole batches or nothing
 

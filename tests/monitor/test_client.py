@@ -175,7 +175,9 @@ def test_a_record_the_service_would_refuse_is_refused_alone_at_log(serve):
     monitor = Monitor(server.url, TOKEN, flush_interval=60)
     for i in range(50):
         monitor.log(make_trace(i), request_id=f"good-{i}")
-    with pytest.raises(ValueError, match=r"'bad' is invalid: tags.route: String should have at most 500"):
+    with pytest.raises(
+        ValueError, match=r"'bad' is invalid: tags.route: String should have at most 500"
+    ):
         monitor.log(make_trace(), tags={"route": "x" * 600}, request_id="bad")
     for i in range(50, 99):
         monitor.log(make_trace(i), request_id=f"good-{i}")

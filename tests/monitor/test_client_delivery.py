@@ -205,7 +205,7 @@ def run_script(tmp_path, wait):
 def test_queued_records_are_written_at_interpreter_exit(tmp_path):
     # before: a normal exit without close() stored 0 of 250, without a warning
     url, process = run_script(tmp_path, wait=False)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err.decode()
     assert len(stored(url)) == 250
 

@@ -143,7 +143,7 @@ def test_an_upgrade_from_every_earlier_schema_keeps_the_data(store_url, form, tm
     assert alert["tags"] == ({} if form == "s_278311c" else {"model": "a"})
     store.insert([{**rows[0], "request_id": "new", "tags": {}}])  # writes work afterwards
     assert store.count() == len(rows) + 1
-    assert store.records(tags={"ü\"\\": "x"}, limit=1000)[0][0]["request_id"].startswith("old")
+    assert store.records(tags={'ü"\\': "x"}, limit=1000)[0][0]["request_id"].startswith("old")
     store.close()
     create_app(Settings(db=store_url))  # and the service starts
 

@@ -52,6 +52,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class SchemaError(RuntimeError):
     """The database's schema is not the one this attnkit's migrations lead to."""
 
+
 RECORD_FIELDS = (
     ("request_id", str),
     ("time", float),
@@ -86,14 +87,32 @@ def database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _read_only_connection(path: Path):
+    """A read-only connection to ``path``; on a read-only file system (no -shm file can be
+    made) the file is opened as immutable, which is exact only when no -wal file holds data."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        connection.close()
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise ValueError(
+            f"{path} cannot be opened read-only: its write-ahead log {wal} holds data that a "
+            "read-only file system keeps from being applied (copy both files somewhere writable)"
+        )
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
 def _sqlite_engine(url: str, *, writer: bool, read_only: bool = False) -> Engine:
     options = {"pool_size": 1, "max_overflow": 0} if writer else {"pool_size": 8}
-    connect_args: dict[str, Any] = {"timeout": 30}
-    if read_only:  # a database on a read-only file system: no WAL set-up, no -shm file
+    if read_only:  # only reads (a report): no WAL set-up, works on a read-only file system
         path = Path(make_url(url).database).resolve()
-        url = f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true"
-        connect_args["uri"] = True
-    engine = create_engine(url, connect_args=connect_args, **options)
+        options["creator"] = lambda: _read_only_connection(path)
+    engine = create_engine(url, connect_args={"timeout": 30}, **options)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -168,7 +187,9 @@ class Store:
             path = Path(make_url(self.url).database)
             if read_only:
                 if not path.is_file():
-                    raise ValueError(f"url must name an existing SQLite file, got {url!r}")
+                    raise ValueError(
+                        f"no records: url must name an existing SQLite file, got {url!r}"
+                    )
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = _sqlite_engine(self.url, writer=True, read_only=read_only)
@@ -217,8 +238,10 @@ class Store:
         if current is None:
             with self.reader.connect() as connection:
                 tables = inspect(connection).get_table_names()
-            what = "has no attnkit monitor schema" if "records" not in tables else (
-                "has monitor tables but no schema revision"
+            what = (
+                "has no attnkit monitor schema"
+                if "records" not in tables
+                else ("has monitor tables but no schema revision")
             )
             raise SchemaError(f"the database {where} {what}; create it with Store(url).upgrade()")
         from alembic.config import Config
@@ -341,8 +364,11 @@ class Store:
             if self.dialect == "sqlite":  # any key: no JSON path to quote (", \\, non-ASCII)
                 pairs = func.json_each(table.c.tags).table_valued("key", "value").alias()
                 clauses.append(
-                    exists(select(1).select_from(pairs).where(pairs.c.key == key,
-                                                              pairs.c.value == value))
+                    exists(
+                        select(1)
+                        .select_from(pairs)
+                        .where(pairs.c.key == key, pairs.c.value == value)
+                    )
                 )
             else:
                 clauses.append(table.c.tags[key].as_string() == value)

@@ -35,8 +35,9 @@ def _rebuild_rollups(bind) -> None:
         sa.Column("prompt_tokens", sa.Float(), nullable=False),
         sa.Column("new_tokens", sa.Float(), nullable=False),
     )
-    columns = ", ".join(("width", "bucket", "model", "version", "count", *SIGNALS,
-                         "detector_score", "detector_count", "prompt_tokens", "new_tokens"))  # fmt: skip
+    names = ("width", "bucket", "model", "version", "count", *SIGNALS, "detector_score",
+             "detector_count", "prompt_tokens", "new_tokens")  # fmt: skip
+    columns = ", ".join(names)
     sums = ", ".join(f"SUM({name})" for name in SIGNALS)
     for width in WIDTHS:  # floor(time / width) * width; times are >= 0
         if bind.dialect.name == "sqlite":
@@ -61,7 +62,9 @@ def upgrade() -> None:
             sa.Column("model", sa.String(200), primary_key=True),
             sa.Column("version", sa.String(200), primary_key=True),
         )
-        op.execute("INSERT INTO groups (model, version) SELECT DISTINCT model, version FROM records")
+        op.execute(
+            "INSERT INTO groups (model, version) SELECT DISTINCT model, version FROM records"
+        )
 
 
 def downgrade() -> None:

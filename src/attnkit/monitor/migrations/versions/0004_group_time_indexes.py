@@ -14,7 +14,10 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-INDEXES = {"ix_records_model_time": ["model", "time"], "ix_records_version_time": ["version", "time"]}
+INDEXES = {
+    "ix_records_model_time": ["model", "time"],
+    "ix_records_version_time": ["version", "time"],
+}
 
 
 def upgrade() -> None:
