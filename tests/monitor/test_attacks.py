@@ -243,3 +243,30 @@ def test_drift_by_group_reads_a_bounded_number_of_groups(tmp_path):
         drift = client.get("/v1/drift", params={"by": "model"}).json()
     assert drift["groups_truncated"] is True and len(drift["groups"]) == 3
     assert "busy" in {g["group"] for g in drift["groups"]}  # the busiest groups come first
+
+
+@pytest.mark.parametrize(
+    ("reference", "current"),
+    [([0.3] * 30, [0.30000000000000004] * 30), ([1.7e308, -1.7e308, 0.0] * 10, [1.7e308] * 30),
+     ([0.5] * 30, [0.5] * 30), ([5e-324, 0.0] * 15, [0.0] * 30)],
+)  # fmt: skip
+def test_drift_and_reports_on_constant_narrow_and_extreme_windows(reference, current):
+    # before: "Too many bins for data range" from the report, and a normalized Wasserstein of
+    # 0.0 between windows at the float limit (the reference's std overflowed to inf)
+    import numpy as np
+
+    from attnkit.monitor.drift import METHODS, drift_report, wasserstein
+    from attnkit.monitor.report import render_drift_report
+
+    for method in METHODS:
+        report = drift_report({"x": reference}, {"x": current}, method=method)
+        assert not np.isnan(report.results["x"].statistic)
+    page = render_drift_report(drift_report({"x": reference}, {"x": current}),
+                               {"x": reference}, {"x": current})  # fmt: skip
+    assert page.count("<svg") == 1 and "<rect" in page
+    same = reference == current
+    assert (wasserstein(reference, current) == 0.0) == same
+    if reference[0] == 1.7e308:  # moving a third of the mass across the range: 2/3 of it
+        scaled = np.array(reference) / 1.7e308
+        expected = np.mean(np.abs(np.sort(scaled) - 1.0)) / np.std(scaled)
+        assert wasserstein(reference, current) == pytest.approx(expected)

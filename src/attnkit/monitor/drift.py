@@ -49,8 +49,9 @@ normalized Wasserstein ``inf`` (the distance divided by a zero std), PSI from it
 (values below the reference minimum and above its maximum have bins of their own), KS and
 Jensen–Shannon as usual. Narrow and extreme windows are handled too: values one float step
 apart get as many bins as their range can hold (:func:`shared_edges`), and values near the
-float limit (±1.7e308, whose differences overflow) are tested after dividing both windows by
-their largest magnitude, which changes none of the scale-free statistics.
+float limit (±1.7e308, whose differences overflow) or subnormal ones (5e-324, whose differences
+underflow) are tested after dividing both windows by their largest magnitude, which changes
+none of the scale-free statistics.
 """
 
 from __future__ import annotations
@@ -160,9 +161,10 @@ def _sample(values: ArrayLike, name: str) -> np.ndarray:
 
 def _scaled(*samples: np.ndarray) -> tuple[np.ndarray, ...]:
     """The samples divided by their largest magnitude when it is so large that differences of
-    values could overflow; unchanged otherwise (every statistic here is scale-free)."""
+    values could overflow, or so small (subnormal) that they underflow; unchanged otherwise
+    (every statistic here is scale-free)."""
     top = max(float(np.abs(sample).max()) for sample in samples)
-    if top <= 1e300:
+    if top == 0.0 or 1e-300 <= top <= 1e300:
         return samples
     return tuple(sample / top for sample in samples)
 
