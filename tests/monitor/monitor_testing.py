@@ -50,7 +50,7 @@ class LiveServer:
                  "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a bound for a busy machine, not a speed check
         while True:
             try:
                 if httpx.get(self.url + "/openapi.json", timeout=1).status_code == 200:
