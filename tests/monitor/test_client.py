@@ -169,9 +169,15 @@ def test_monitor_sends_batches_over_http(serve, tmp_path):
         refused.close()
 
 
-def test_a_record_the_service_would_refuse_is_refused_alone_at_log(serve):
+def test_a_record_the_service_would_refuse_is_refused_alone_at_log(tmp_path):
     # before: one 600-character tag among 100 records stored 0 of the 99 good ones
-    server = serve()
+    from monitor_testing import InProcessServer
+
+    from attnkit.monitor.server import create_app
+    from attnkit.monitor.settings import Settings
+
+    db = f"sqlite:///{tmp_path / 'tags.db'}"
+    server = InProcessServer(create_app(Settings(db=db, tokens=(TOKEN,))))
     monitor = Monitor(server.url, TOKEN, flush_interval=60)
     for i in range(50):
         monitor.log(make_trace(i), request_id=f"good-{i}")
@@ -182,7 +188,8 @@ def test_a_record_the_service_would_refuse_is_refused_alone_at_log(serve):
     for i in range(50, 99):
         monitor.log(make_trace(i), request_id=f"good-{i}")
     monitor.close()
-    store = Store(server.db_url)
+    server.stop()
+    store = Store(db)
     assert store.count() == 99 and monitor.pending == 0 and not monitor.rejected
     store.close()
 
