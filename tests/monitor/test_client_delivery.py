@@ -230,3 +230,23 @@ def test_queued_records_are_written_on_sigterm(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGTERM, err.decode()  # still dies of SIGTERM
     assert len(stored(url)) == 250
+
+
+def test_rounding_just_outside_a_range_is_clipped_and_more_is_refused():
+    from types import SimpleNamespace
+
+    import torch
+
+    from attnkit.monitor.client import summarize
+
+    def trace(entropy):
+        ones = torch.ones(2, 1, 1)
+        return SimpleNamespace(lookback_ratio=ones * (1 + 1e-7), entropy=ones * entropy,
+                               sink=ones * 0.5, max_weight=ones, prompt_ids=torch.arange(3),
+                               new_ids=torch.arange(2))  # fmt: skip
+
+    near = summarize(trace(-1e-9), request_id="near")
+    assert (near["entropy"], near["lookback_ratio"]) == (0.0, 1.0)
+    check_record(near)
+    with pytest.raises(ValueError, match="entropy"):
+        check_record(summarize(trace(-0.5), request_id="far"))

@@ -52,8 +52,22 @@ MAX_LEANED_ON = 32  # context positions named per answer token (schemas.MAX_LEAN
 REFUSED = (400, 413, 422)  # the service will never take these bodies: split, then dead-letter
 
 
-def _mean(values) -> float:
-    return float(values.float().mean()) if values.numel() else 0.0
+ROUNDING = 1e-6  # float rounding of a mean just outside its signal's range is clipped back
+
+
+def _mean(values, name: str | None = None) -> float:
+    """Mean of ``values``; for a signal, a rounding excursion of at most :data:`ROUNDING` past
+    its range (an entropy of -1e-9 from near one-hot weights) is clipped to the bound."""
+    mean = float(values.float().mean()) if values.numel() else 0.0
+    if name is not None:
+        from attnkit.monitor.tables import RANGES
+
+        low, high = RANGES[name]
+        if low - ROUNDING <= mean < low:
+            return low
+        if high < mean <= high + ROUNDING:
+            return high
+    return mean
 
 
 def _token_texts(ids: list[int], tokenizer) -> list[str]:
@@ -124,7 +138,8 @@ def summarize(
         per_token: attach :func:`token_trace`.
         at: time of the generation, seconds since the epoch (default now).
 
-    A generation without new tokens has no signals: its means are recorded as 0.
+    A generation without new tokens has no signals: its means are recorded as 0. A mean that
+    float rounding puts at most :data:`ROUNDING` outside its signal's range is clipped to it.
     """
     tags = dict(tags or {})
     for key, value in tags.items():
@@ -141,10 +156,10 @@ def summarize(
         "model": tags.pop("model", ""),
         "version": tags.pop("version", ""),
         "tags": tags,
-        "lookback_ratio": _mean(trace.lookback_ratio),
-        "entropy": _mean(trace.entropy),
-        "sink": _mean(trace.sink),
-        "max_weight": _mean(trace.max_weight),
+        "lookback_ratio": _mean(trace.lookback_ratio, "lookback_ratio"),
+        "entropy": _mean(trace.entropy, "entropy"),
+        "sink": _mean(trace.sink, "sink"),
+        "max_weight": _mean(trace.max_weight, "max_weight"),
         "detector_score": score,
         "prompt_tokens": len(trace.prompt_ids),
         "new_tokens": len(trace.new_ids),
