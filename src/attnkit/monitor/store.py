@@ -364,7 +364,7 @@ class Store:
             clauses.append(table.c.version == version)
         for key, value in (tags or {}).items():
             if self.dialect == "sqlite" and not SIMPLE_KEY.fullmatch(key):
-                # a JSON path cannot name this key (", \\, non-ASCII): compare the pairs
+                # a JSON path cannot name this key (a quote, a backslash, non-ASCII): compare pairs
                 pairs = func.json_each(table.c.tags).table_valued("key", "value").alias()
                 match = select(1).select_from(pairs).where(pairs.c.key == key)
                 clauses.append(exists(match.where(pairs.c.value == value)))
