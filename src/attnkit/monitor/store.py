@@ -48,6 +48,7 @@ from attnkit.monitor.tables import (
 __all__ = ["InsertResult", "SchemaError", "Store"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+HOUR = ROLLUP_WIDTHS[-1]  # the coarsest rollup (3600 s)
 SIMPLE_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")  # tag keys a SQLite JSON path names exactly
 
 
@@ -536,13 +537,15 @@ class Store:
 
     def active_groups(self, by: str, *, start: float, end: float, limit: int) -> list[str]:
         """Values of ``by`` (``model`` or ``version``) with records in ``[start, end)``, the
-        busiest first, at most ``limit`` (from the minute rollups)."""
+        busiest first, at most ``limit``. Read from the hourly rollups (a few hundred rows a
+        day, not thousands): the hour ``start`` falls in counts whole, so a group whose only
+        records lie just before ``start`` can be listed too, and none with records is missed."""
         if by not in GROUPS:
             raise ValueError(f"by must be one of {GROUPS}, got {by!r}")
         table = RollupRow.__table__
         query = (
             select(table.c[by])
-            .where(table.c.width == ROLLUP_S, table.c.bucket >= start - start % ROLLUP_S,
+            .where(table.c.width == HOUR, table.c.bucket >= start - start % HOUR,
                    table.c.bucket < end)
             .group_by(table.c[by])
             .order_by(func.sum(table.c.count).desc(), table.c[by])
