@@ -13,6 +13,12 @@ on). Absolute numbers; there is no reference service to interleave
 with, so each configuration runs once after a warm-up.
 
     python benchmarks/monitor.py [--writers 8] [--per-writer 10000] [--records 1000000] [--postgres]
+
+3. With ``--baseline-src DIR`` (the ``src`` of another attnkit, e.g. ``git archive`` of main):
+   the batch-100 SQLite ingest and the dashboard requests run against the service from both
+   trees, alternately (baseline, this, baseline, this, ...) on copies of the same database, and
+   the table gives the median of the per-pair ratios (this / baseline), so a busy machine does
+   not bias the comparison.
 """
 
 from __future__ import annotations
@@ -60,12 +66,14 @@ def record(request_id: str, at: float, rng: np.random.Generator, model=("llama",
 class Server:
     """``uvicorn attnkit.monitor.server:create_app`` in a subprocess on a free loopback port."""
 
-    def __init__(self, db_url: str, log: Path):
+    def __init__(self, db_url: str, log: Path, src: str | None = None):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "ATTNKIT_DB": db_url, "ATTNKIT_TOKENS": TOKEN}
+        if src is not None:  # the service from another source tree (--baseline-src)
+            env["PYTHONPATH"] = src
         self.log = log
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
@@ -141,8 +149,10 @@ def postgres(directory: Path):
         subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
 
 
-def ingest(db_url: str, log: Path, writers: int, per_writer: int, batch: int) -> dict:
-    server = Server(db_url, log)
+def ingest(
+    db_url: str, log: Path, writers: int, per_writer: int, batch: int, src: str | None = None
+) -> dict:
+    server = Server(db_url, log, src)
     try:
         # warm-up: one request per writer's connection path
         httpx.post(server.url + "/v1/records", headers=AUTH,
@@ -193,8 +203,10 @@ def bulk_load(db_url: str, total: int, now: float) -> float:
     return seconds
 
 
-def dashboard_latency(db_url: str, directory: Path, requests: int, now: float, total: int):
-    server = Server(db_url, directory / "dashboard.log")
+def dashboard_latency(
+    db_url: str, directory: Path, requests: int, now: float, total: int, src: str | None = None
+):
+    server = Server(db_url, directory / "dashboard.log", src)
     one_day = {"start": now - DAY, "end": now}
     calls = {
         "series 1 day": ("/v1/series", {"signal": "lookback_ratio", **one_day}),
@@ -232,6 +244,43 @@ def dashboard_latency(db_url: str, directory: Path, requests: int, now: float, t
     return rows
 
 
+def compare(directory: Path, args, baseline: str, dashboard_db: Path, now: float) -> dict:
+    """This tree's service against ``baseline``'s, interleaved: ratios this / baseline."""
+    import sqlite3
+
+    this = os.environ.get("PYTHONPATH") or str(Path(__file__).parents[1] / "src")
+    trees = {"baseline": baseline, "this": this}
+    rates: dict[str, list[float]] = {"baseline": [], "this": []}
+    p95: dict[str, dict[str, list[float]]] = {"baseline": {}, "this": {}}
+    copies = {}
+    for name in trees:  # the same data; the baseline's migrations know revision 0001 only
+        copies[name] = directory / f"dashboard-{name}.db"
+        shutil.copy(dashboard_db, copies[name])
+    with sqlite3.connect(copies["baseline"]) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0001'")
+    for rep in range(args.repeats):
+        for name, src in trees.items():
+            db = f"sqlite:///{directory / f'ab-{name}-{rep}.db'}"
+            result = ingest(db, directory / f"ab-{name}-{rep}.log", args.writers,
+                            args.per_writer, 100, src)  # fmt: skip
+            assert result["lost"] == result["duplicated"] == result["failed_requests"] == 0
+            rates[name].append(result["records_per_s"])
+            rows = dashboard_latency(f"sqlite:///{copies[name]}", directory, args.requests, now,
+                                     args.records, src)  # fmt: skip
+            for row in rows:
+                p95[name].setdefault(row["request"], []).append(row["p95_ms"])
+    ratio = [t / b for t, b in zip(rates["this"], rates["baseline"], strict=True)]
+    return {
+        "ingest_records_per_s": rates, "ingest_ratio_median": statistics.median(ratio),
+        "dashboard_p95_ms": p95,
+        "dashboard_p95_ratio_median": {
+            request: statistics.median(t / b for t, b in zip(p95["this"][request], values,
+                                                             strict=True))
+            for request, values in p95["baseline"].items()
+        },
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writers", type=int, default=8)
@@ -239,6 +288,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--postgres", action="store_true", help="ingest into PostgreSQL too")
+    parser.add_argument("--baseline-src", help="src folder of another attnkit to compare with")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs in the comparison")
+    parser.add_argument("--skip-ingest-1", action="store_true",
+                        help="leave out the one-record-per-request ingest (minutes)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="attnkit-bench-") as tmp:
         directory = Path(tmp)
@@ -246,7 +299,7 @@ def main() -> None:
         ingests = [
             ingest(f"sqlite:///{directory / f'ingest-{b}.db'}", directory / f"ingest-{b}.log",
                    *sizes, b)
-            for b in (1, 100)
+            for b in ((100,) if args.skip_ingest_1 else (1, 100))
         ]  # fmt: skip
         if args.postgres:
             with postgres(directory) as database:
@@ -259,6 +312,9 @@ def main() -> None:
         load_s = bulk_load(db_url, args.records, now)
         size_mib = sum(p.stat().st_size for p in directory.glob("dashboard.db*")) / 2**20
         latency = dashboard_latency(db_url, directory, args.requests, now, args.records)
+        ab = None
+        if args.baseline_src:
+            ab = compare(directory, args, args.baseline_src, directory / "dashboard.db", now)
     table = "\n\n".join([
         f"Ingest over HTTP on loopback: {args.writers} writer processes x {args.per_writer:,} "
         "records, uvicorn (1 process); SQLite WAL (synchronous=NORMAL), PostgreSQL 15 defaults",
@@ -278,10 +334,28 @@ def main() -> None:
               "yes" if r["p95_ms"] < 100 else "no"] for r in latency],
         ),
     ])  # fmt: skip
+    if ab is not None:
+        pairs = args.repeats
+        rows = [["ingest, SQLite, 100 per request (records/s)",
+                 " / ".join(f"{v:,.0f}" for v in ab["ingest_records_per_s"]["baseline"]),
+                 " / ".join(f"{v:,.0f}" for v in ab["ingest_records_per_s"]["this"]),
+                 f"{ab['ingest_ratio_median']:.3f}"]]  # fmt: skip
+        runs = ab["dashboard_p95_ms"]
+        for request, ratio in ab["dashboard_p95_ratio_median"].items():
+            rows.append([f"{request} (p95 ms)",
+                         " / ".join(f"{v:.1f}" for v in runs["baseline"][request]),
+                         " / ".join(f"{v:.1f}" for v in runs["this"][request]),
+                         f"{ratio:.3f}"])  # fmt: skip
+        table += "\n\n" + "\n\n".join([
+            f"This tree against --baseline-src, interleaved, {pairs} pairs (same data; each "
+            "pair: baseline then this); ratio = median of this / baseline",
+            markdown_table(["measure", "baseline runs", "this tree's runs", "median ratio"], rows),
+        ])  # fmt: skip
     print(table)
     payload = {
         "machine": machine(), "ingest": ingests, "bulk_load_s": load_s,
         "stored_records": args.records, "database_mib": size_mib, "dashboard": latency,
+        "comparison": ab,
     }  # fmt: skip
     write_results("monitor", payload, table)
 

@@ -252,19 +252,38 @@ def serve(
         typer.Option(help="Bearer token (repeatable); prefer the ATTNKIT_TOKENS env variable."),
     ] = None,
     retention_days: Annotated[float | None, typer.Option(help="Delete older records.")] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host header to accept besides loopback names (repeatable)."),
+    ] = None,
+    upgrade: Annotated[
+        bool, typer.Option(help="Apply pending database migrations first (back it up before).")
+    ] = False,
 ) -> None:
     """Run the LLM monitoring service: REST API, Prometheus /metrics and the dashboard."""
     import uvicorn
 
     from attnkit.monitor.server import create_app
     from attnkit.monitor.settings import Settings
+    from attnkit.monitor.store import SchemaError
 
-    settings = Settings.from_env(
-        db=db, rules=rules, tokens=tuple(token) if token else None, retention_days=retention_days
-    )
-    if not settings.tokens and host not in ("127.0.0.1", "localhost", "::1"):
-        raise typer.BadParameter("serving beyond loopback needs a token (ATTNKIT_TOKENS)")
-    uvicorn.run(create_app(settings), host=host, port=port)
+    hosts = list(allowed_host or ())
+    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        hosts.append(host)  # the name clients use to reach this interface
+    try:
+        settings = Settings.from_env(
+            db=db, rules=rules, tokens=tuple(token) if token else None,
+            retention_days=retention_days, allowed_hosts=tuple(hosts) or None,
+            upgrade=upgrade or None,
+        )  # fmt: skip
+        if not settings.tokens and host not in ("127.0.0.1", "localhost", "::1"):
+            raise typer.BadParameter("serving beyond loopback needs a token (ATTNKIT_TOKENS)")
+        application = create_app(settings)
+    except (ValueError, TypeError, OSError, SchemaError) as error:
+        raise typer.BadParameter(str(error)) from error
+    except Exception as error:  # e.g. a database that cannot be reached: a message, no traceback
+        raise typer.BadParameter(f"cannot start the service: {error}") from error
+    uvicorn.run(application, host=host, port=port)
 
 
 @app.command("eval")
@@ -309,16 +328,24 @@ def monitor_report(
     version: Annotated[str | None, typer.Option(help="Only this version's records.")] = None,
 ) -> None:
     """Write an HTML drift report: the last CURRENT-DAYS against the REFERENCE-DAYS before."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from attnkit.monitor.drift import drift_report
     from attnkit.monitor.report import render_drift_report
-    from attnkit.monitor.store import Store
+    from attnkit.monitor.store import SchemaError, Store
 
-    store = Store(db)
-    store.upgrade()
-    reference, current = store.windows(
-        current_days=current_days, reference_days=reference_days, model=model, version=version
-    )
-    store.close()
+    try:
+        store = Store(db, read_only=True)  # only reads: a read-only file system is fine
+        try:
+            store.check_schema()
+            reference, current = store.windows(
+                current_days=current_days, reference_days=reference_days, model=model,
+                version=version,
+            )  # fmt: skip
+        finally:
+            store.close()
+    except (ValueError, SchemaError, SQLAlchemyError) as error:
+        raise typer.BadParameter(str(error).splitlines()[0]) from error
     usable = [name for name in reference if len(reference[name]) and len(current[name])]
     if not usable:
         raise typer.BadParameter("no records in the reference or the current window")

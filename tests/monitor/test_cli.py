@@ -79,3 +79,87 @@ def test_serve_starts_the_service(tmp_path):
         process.terminate()
         output = process.communicate(timeout=30)[0].decode()
     assert "cli-token" not in output
+
+
+def narrow_database(tmp_path, name="narrow.db"):
+    """Windows of constant values one float step apart (0.3 and 0.30000000000000004)."""
+    url = f"sqlite:///{tmp_path / name}"
+    store = Store(url)
+    store.upgrade()
+    now = time.time()
+    store.insert([make_record(i, time=now - (600 if i % 2 else 3 * 86400) - i,
+                              lookback_ratio=0.30000000000000004 if i % 2 else 0.3, entropy=0.0)
+                  for i in range(40)])  # fmt: skip
+    store.close()
+    return url
+
+
+def test_monitor_report_on_constant_and_narrow_windows(tmp_path):
+    # before: ValueError: Too many bins for data range
+    url = narrow_database(tmp_path)
+    out = tmp_path / "narrow.html"
+    result = CliRunner().invoke(app, ["monitor", "report", "--db", url, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "drifted: lookback_ratio;" in result.output  # 20 of one value vs 20 of the other
+    assert out.read_text().count("<svg") == 4  # detector_score: none stored
+
+
+def test_monitor_report_on_a_read_only_file_system(tmp_path):
+    # before: "attempt to write a readonly database" (it migrated and set up WAL first)
+    import os
+    import shutil
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    url = narrow_database(folder)
+    out = tmp_path / "ro.html"
+    command = [str(Path(sys.executable).parent / "attnkit"), "monitor", "report", "--db", url,
+               "--out", str(out)]  # fmt: skip
+    if os.geteuid() == 0 and shutil.which("unshare"):  # root ignores modes: a real ro mount
+        script = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} && "
+        script += f"touch {folder}/probe 2>/dev/null && exit 99; exec {' '.join(command)}"
+        command = ["unshare", "-m", "sh", "-c", script]
+    else:
+        folder.chmod(0o555)
+        (folder / "narrow.db").chmod(0o444)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drifted: lookback_ratio;" in result.stdout and out.is_file()
+    assert not (folder / "probe").exists()
+
+
+def test_serve_and_report_say_what_is_wrong_without_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.delenv("ATTNKIT_TOKENS", raising=False)
+    runner = CliRunner()
+    for arguments, env, words in [
+        (["serve", "--db", "mysql://x/y"], {}, "sqlite:///FILE or postgresql"),
+        (["serve", "--db", f"sqlite:///{tmp_path / 'a.db'}"], {"ATTNKIT_RETENTION_DAYS": "soon"},
+         "ATTNKIT_RETENTION_DAYS must be a number"),
+        (["serve", "--db", f"sqlite:///{tmp_path / 'b.db'}", "--token", "tökén"], {},
+         "RFC 6750"),
+        (["monitor", "report", "--db", "mysql://x/y"], {}, "sqlite:///FILE or postgresql"),
+    ]:  # fmt: skip
+        result = runner.invoke(app, arguments, env=env)
+        assert result.exit_code == 2, result.output
+        assert words in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_serve_refuses_a_database_whose_schema_is_behind(tmp_path):
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = Store(url)
+    store.upgrade("0003")
+    store.close()
+    result = CliRunner().invoke(app, ["serve", "--db", url])
+    assert result.exit_code == 2
+    assert "behind this attnkit's '0004'" in " ".join(result.output.split())
+    store = Store(url)
+    with store.reader.connect() as connection:
+        assert (
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        )
+    store.close()

@@ -169,13 +169,29 @@ def test_monitor_sends_batches_over_http(serve, tmp_path):
         refused.close()
 
 
-def test_batches_the_service_rejects_are_dropped_not_retried(serve, caplog):
-    server = serve()
+def test_a_record_the_service_would_refuse_is_refused_alone_at_log(tmp_path):
+    # before: one 600-character tag among 100 records stored 0 of the 99 good ones
+    from monitor_testing import InProcessServer
+
+    from attnkit.monitor.server import create_app
+    from attnkit.monitor.settings import Settings
+
+    db = f"sqlite:///{tmp_path / 'tags.db'}"
+    server = InProcessServer(create_app(Settings(db=db, tokens=(TOKEN,))))
     monitor = Monitor(server.url, TOKEN, flush_interval=60)
-    monitor.log(make_trace(), tags={"route": "x" * 600})  # tag values are limited to 500
-    monitor.log_record(summarize(make_trace(), request_id="fine"))
+    for i in range(50):
+        monitor.log(make_trace(i), request_id=f"good-{i}")
+    with pytest.raises(
+        ValueError, match=r"'bad' is invalid: tags.route: String should have at most 500"
+    ):
+        monitor.log(make_trace(), tags={"route": "x" * 600}, request_id="bad")
+    for i in range(50, 99):
+        monitor.log(make_trace(i), request_id=f"good-{i}")
     monitor.close()
-    assert "refused 2 records" in caplog.text and monitor.pending == 0
+    server.stop()
+    store = Store(db)
+    assert store.count() == 99 and monitor.pending == 0 and not monitor.rejected
+    store.close()
 
 
 def test_bad_options():

@@ -201,7 +201,7 @@ def test_drift_flags_a_shifted_version_only(client):
     for k, (version, shift) in enumerate((("stable", 0.0), ("shifted", 0.3))):
         for i in range(300):
             current = i % 2 == 1  # odd records in the last day, even ones 3 days ago
-            lr = rng.normal(0.6 + (shift if current else 0.0), 0.05)
+            lr = min(rng.normal(0.6 + (shift if current else 0.0), 0.05), 1.0)  # a ratio
             records.append(make_record(
                 1000 * k + i, version=version, lookback_ratio=float(lr),
                 time=now - (3600 if current else 3 * 86400) - i,

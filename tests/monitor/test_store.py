@@ -16,7 +16,8 @@ def record(i, **fields):
     """A record whose signals are simple functions of ``i``."""
     return {
         "request_id": f"r{i}", "time": NOW + i, "model": "m", "version": "v1",
-        "tags": {"route": "a" if i % 2 else "b"}, "lookback_ratio": i / 100, "entropy": 1.0 + i,
+        "tags": {"route": "a" if i % 2 else "b"}, "lookback_ratio": i % 101 / 100,
+        "entropy": 1.0 + i,
         "sink": 0.5, "max_weight": 0.25, "prompt_tokens": 10 + i, "new_tokens": 3, **fields,
     }  # fmt: skip
 

@@ -17,10 +17,12 @@ import importlib
 _HOMES = {
     "Monitor": "client",
     "MonitorConfig": "client",
+    "Rejected": "client",
     "summarize": "client",
     "token_trace": "client",
     "Store": "store",
     "InsertResult": "store",
+    "SchemaError": "store",
     "Settings": "settings",
     "create_app": "server",
     "DriftResult": "drift",

@@ -47,7 +47,11 @@ Constant windows give well-defined results: identical constants show no drift un
 method (KS p = 1, distances 0); a constant reference and a different current window give
 normalized Wasserstein ``inf`` (the distance divided by a zero std), PSI from its outer bins
 (values below the reference minimum and above its maximum have bins of their own), KS and
-Jensen–Shannon as usual.
+Jensen–Shannon as usual. Narrow and extreme windows are handled too: values one float step
+apart get as many bins as their range can hold (:func:`shared_edges`), and values near the
+float limit (±1.7e308, whose differences overflow) or subnormal ones (5e-324, whose differences
+underflow) are tested after dividing both windows by their largest magnitude, which changes
+none of the scale-free statistics.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ __all__ = [
     "jensen_shannon",
     "ks",
     "psi",
+    "shared_edges",
     "wasserstein",
 ]
 
@@ -154,6 +159,30 @@ def _sample(values: ArrayLike, name: str) -> np.ndarray:
     return array
 
 
+def _scaled(*samples: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The samples divided by their largest magnitude when it is so large that differences of
+    values could overflow, or so small (subnormal) that they underflow; unchanged otherwise
+    (every statistic here is scale-free)."""
+    top = max(float(np.abs(sample).max()) for sample in samples)
+    if top == 0.0 or 1e-300 <= top <= 1e300:
+        return samples
+    return tuple(sample / top for sample in samples)
+
+
+def shared_edges(values: ArrayLike, bins: int) -> np.ndarray:
+    """Equal-width bin edges over the range of ``values``: ``bins`` of them where the range can
+    hold ``bins + 1`` distinct floats, fewer where it cannot (``0.3`` and
+    ``0.30000000000000004``), and exact at both ends even near the float limit."""
+    both = np.asarray(values, dtype=np.float64).ravel()
+    low, high = float(both.min()), float(both.max())
+    if low == high:
+        return np.histogram_bin_edges(both, bins=bins)
+    top = max(abs(low), abs(high))
+    edges = np.linspace(low / top, high / top, bins + 1) * top  # no overflow of high - low
+    edges[0], edges[-1] = low, high
+    return np.unique(edges)
+
+
 def _psi_bin(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Bin of each value: 0 below ``edges[0]``, j in ``(edges[j-1], edges[j]]``, last above."""
     inner = np.maximum(np.searchsorted(edges, values, side="left"), 1)  # the minimum joins bin 1
@@ -172,7 +201,7 @@ def psi(reference: ArrayLike, current: ArrayLike, bins: int = PSI_BINS) -> float
     """
     if bins < 1:
         raise ValueError(f"bins must be positive, got {bins}")
-    ref, cur = _sample(reference, "reference"), _sample(current, "current")
+    ref, cur = _scaled(_sample(reference, "reference"), _sample(current, "current"))
     edges = np.quantile(ref, np.linspace(0.0, 1.0, bins + 1))
     size = bins + 2
     r = np.bincount(_psi_bin(edges, ref), minlength=size) / ref.size
@@ -197,7 +226,7 @@ def wasserstein(reference: ArrayLike, current: ArrayLike) -> float:
     """
     from scipy.stats import wasserstein_distance
 
-    ref, cur = _sample(reference, "reference"), _sample(current, "current")
+    ref, cur = _scaled(_sample(reference, "reference"), _sample(current, "current"))
     distance = float(wasserstein_distance(ref, cur))
     spread = float(np.std(ref))
     if spread == 0.0:
@@ -218,12 +247,7 @@ def jensen_shannon(reference: ArrayLike, current: ArrayLike, bins: int = JS_BINS
     if bins < 1:
         raise ValueError(f"bins must be positive, got {bins}")
     ref, cur = _sample(reference, "reference"), _sample(current, "current")
-    both = np.concatenate([ref, cur])
-    low, high = both.min(), both.max()
-    if low == high:
-        edges = np.histogram_bin_edges(both, bins=bins)
-    else:
-        edges = np.unique(np.linspace(low, high, bins + 1))
+    edges = shared_edges(np.concatenate([ref, cur]), bins)
     r = np.histogram(ref, edges)[0] / ref.size
     c = np.histogram(cur, edges)[0] / cur.size
     return float(jensenshannon(r, c))

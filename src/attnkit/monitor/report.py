@@ -3,7 +3,8 @@
 Sections: a summary (dataset drift and the share of drifted signals), the window tags, a table
 of signals with method, statistic, p-value, threshold rule, verdict and window sizes, the
 signals that could not be tested, and per signal the reference and current histograms as inline
-SVG (:data:`HISTOGRAM_BINS` equal-width bins over the range of both windows, bars are the share
+SVG (:data:`HISTOGRAM_BINS` equal-width bins over the range of both windows, fewer when the range
+is too narrow to hold them, bars are the share
 of each window's values). Every piece of text is HTML-escaped, since signal names and tags come
 from the monitored traffic, and a Content-Security-Policy forbids scripts and every fetch.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from attnkit.monitor.drift import DATASET_DRIFT_SHARE, DriftReport, drift_report
+from attnkit.monitor.drift import DATASET_DRIFT_SHARE, DriftReport, drift_report, shared_edges
 
 __all__ = ["HISTOGRAM_BINS", "render_drift_report", "write_drift_report"]
 
@@ -59,14 +60,14 @@ def _finite(values: ArrayLike) -> np.ndarray:
 
 def _histogram_svg(name: str, reference: np.ndarray, current: np.ndarray) -> str:
     """Side-by-side bars of the two windows' shares on shared equal-width bins."""
-    edges = np.histogram_bin_edges(np.concatenate([reference, current]), bins=HISTOGRAM_BINS)
+    edges = shared_edges(np.concatenate([reference, current]), HISTOGRAM_BINS)  # narrow: fewer
     shares = {
         "reference": np.histogram(reference, edges)[0] / reference.size,
         "current": np.histogram(current, edges)[0] / current.size,
     }
     top = max(float(shares["reference"].max()), float(shares["current"].max()))
     plot_w, plot_h = _WIDTH - 2 * _PAD, _HEIGHT - 2 * _PAD
-    bin_w = plot_w / HISTOGRAM_BINS
+    bin_w = plot_w / (len(edges) - 1)
     bars = []
     for offset, (window, share) in enumerate(shares.items()):
         for i, value in enumerate(share):

@@ -1,8 +1,11 @@
 """Request bodies of the monitoring API (pydantic): what a record may hold, checked strictly.
 
-Numbers must be JSON numbers (no strings, no NaN or infinity), strings must be valid Unicode
-without NUL characters (PostgreSQL refuses them), and every list and string has a bound, so a
-request is accepted whole or refused with a 422 naming the field.
+Numbers must be JSON numbers (no strings, no NaN or infinity) inside the range the signal can
+take (:data:`RANGES`: ratios, shares and weights in [0, 1], entropy in [0, 1000] nats, counts >= 0),
+strings must be valid Unicode without NUL characters (PostgreSQL refuses them), and every list and
+string has a bound, so a request is accepted whole or refused with a 422 naming the field. The
+bounds also bound the cost of checking a body: a per-token trace holds at most
+:data:`MAX_LEANED_ON` context positions per answer token.
 """
 
 from __future__ import annotations
@@ -11,18 +14,30 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BatchIn", "RecordIn", "TokenTraceIn"]
+from attnkit.monitor.tables import RANGES
+
+__all__ = ["MAX_LEANED_ON", "MAX_TOKENS", "RANGES", "BatchIn", "RecordIn", "TokenTraceIn",
+           "storable_text"]  # fmt: skip
 
 MAX_TOKENS = 8192  # answer and context tokens in one per-token trace
+MAX_LEANED_ON = 32  # context positions one answer token may name in ``leaned_on``
+
+
+def storable_text(value: str) -> str | None:
+    """Why ``value`` cannot be stored (NUL, lone surrogate), or None when it can."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
 
 
 def _text(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from error
+    problem = storable_text(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -34,6 +49,13 @@ def Text(max_length: int, min_length: int = 0):
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def Ranged(name: str):
+    low, high = RANGES[name]
+    return Annotated[float, Field(ge=low, le=high, allow_inf_nan=False)]
+
+
 Pair = Annotated[list[Finite], Field(min_length=2, max_length=2)]
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -52,14 +74,16 @@ class TokenTraceIn(BaseModel):
 
     model_config = STRICT
     tokens: list[Text(1000)] = Field(max_length=MAX_TOKENS)
-    lookback_ratio: list[Finite] = Field(max_length=MAX_TOKENS)
-    entropy: list[Finite] = Field(max_length=MAX_TOKENS)
-    sink: list[Finite] = Field(max_length=MAX_TOKENS)
-    max_weight: list[Finite] = Field(max_length=MAX_TOKENS)
-    retrieval: list[Finite] = Field(max_length=MAX_TOKENS)
+    lookback_ratio: list[Ranged("lookback_ratio")] = Field(max_length=MAX_TOKENS)
+    entropy: list[Ranged("entropy")] = Field(max_length=MAX_TOKENS)
+    sink: list[Ranged("sink")] = Field(max_length=MAX_TOKENS)
+    max_weight: list[Ranged("max_weight")] = Field(max_length=MAX_TOKENS)
+    retrieval: list[Ranged("retrieval")] = Field(max_length=MAX_TOKENS)
     context: ContextIn
     # per answer token: [position in the context, share of heads] it was copied from
-    leaned_on: list[list[Pair]] = Field(max_length=MAX_TOKENS)
+    leaned_on: list[Annotated[list[Pair], Field(max_length=MAX_LEANED_ON)]] = Field(
+        max_length=MAX_TOKENS
+    )
 
     @model_validator(mode="after")
     def _same_lengths(self) -> TokenTraceIn:
@@ -69,11 +93,13 @@ class TokenTraceIn(BaseModel):
                 raise ValueError(f"{name} must have one entry per token ({n})")
         context = len(self.context.tokens)
         for row in self.leaned_on:
-            for position, _ in row:
+            for position, share in row:
                 if not (position.is_integer() and 0 <= position < context):
                     raise ValueError(
                         f"leaned_on positions must be integers in [0, {context}), got {position}"
                     )
+                if not 0 <= share <= 1:
+                    raise ValueError(f"leaned_on shares must be in [0, 1], got {share}")
         return self
 
 
@@ -86,11 +112,11 @@ class RecordIn(BaseModel):
     model: Text(200) = ""
     version: Text(200) = ""
     tags: dict[Text(64, min_length=1), Text(500)] = Field(default_factory=dict, max_length=32)
-    lookback_ratio: Finite
-    entropy: Finite
-    sink: Finite
-    max_weight: Finite
-    detector_score: Finite | None = None
+    lookback_ratio: Ranged("lookback_ratio")
+    entropy: Ranged("entropy")
+    sink: Ranged("sink")
+    max_weight: Ranged("max_weight")
+    detector_score: Ranged("detector_score") | None = None
     prompt_tokens: Count
     new_tokens: Count
     trace: TokenTraceIn | None = None

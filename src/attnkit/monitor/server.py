@@ -3,8 +3,11 @@
 ``create_app(Settings(db=..., tokens=(...)))`` builds the app; ``attnkit serve`` runs it with
 uvicorn. Every ``/v1`` route and ``/metrics`` need ``Authorization: Bearer <token>`` when tokens
 are set (401 without one, 403 with a wrong one; compared in constant time, never logged).
-Bodies over ``max_body_bytes`` get 413, invalid input a 4xx with a message. The dashboard
-(``/``) is static; it asks for the token and reads the API like any client.
+Bodies over ``max_body_bytes`` get 413, invalid input a 4xx with a short message (never the input
+back); bodies are checked in a worker thread, so a large one never stalls other requests. The
+service refuses to start on a database whose schema is behind this attnkit's migrations
+(``attnkit serve --upgrade`` applies them). The dashboard (``/``) is static; it asks for the token
+and reads the API like any client.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from attnkit.monitor.guard import Guard
 from attnkit.monitor.schemas import BatchIn, RecordIn
 from attnkit.monitor.settings import Settings
-from attnkit.monitor.store import Store
+from attnkit.monitor.store import SchemaError, Store
 from attnkit.monitor.tables import GROUPS, LENGTHS, ROLLUP_S, SIGNALS
 from attnkit.monitor.writer import GroupWriter
 
@@ -39,6 +43,23 @@ log = logging.getLogger(__name__)
 WEB = Path(__file__).parent / "web"
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 DAY = 86400.0
+MAX_ERRORS = 20  # validation errors listed in a 422
+DISK_FULL = ("database or disk is full", "no space left on device", "disk full")
+
+
+def _short(value: object, limit: int = 80) -> object:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "…"
+    return value
+
+
+def _errors(errors: list[dict]) -> list[dict[str, Any]]:
+    """Where and what, at most :data:`MAX_ERRORS` of them, never the input back (it may be huge,
+    or NaN): a bounded answer to any body."""
+    return [
+        {"loc": [_short(part) for part in e["loc"]], "msg": str(_short(e["msg"], 300))}
+        for e in errors[:MAX_ERRORS]
+    ]
 
 
 def _finite(value: float | None) -> float | None:
@@ -99,7 +120,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     settings = Settings.from_env() if settings is None else settings
     store = Store(settings.db)
-    store.upgrade()
+    try:
+        if settings.upgrade:
+            store.upgrade()
+        else:
+            store.prepare_schema()  # creates an empty database, refuses one that is behind
+    except SchemaError:
+        store.close()
+        raise
     writer = GroupWriter(store)
     registry = CollectorRegistry()
     metrics = _metrics(registry)
@@ -123,37 +151,68 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
 
+    app.state.store = store
+
     @app.exception_handler(OperationalError)
     async def unavailable(_request: Request, error: OperationalError) -> JSONResponse:
         log.error("database error: %s", error.orig)
+        if any(words in str(error.orig).lower() for words in DISK_FULL):
+            return JSONResponse(
+                {"detail": "the database's disk is full: nothing was stored"}, status_code=507
+            )
         return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        # the message and where, never the input back (it may be huge, or NaN)
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": _errors(error.errors())}, status_code=422)
 
     bearer = HTTPBearer(auto_error=False, description="a token from ATTNKIT_TOKENS")
     api = APIRouter(prefix="/v1", dependencies=[Depends(bearer)])
+    checking = asyncio.Semaphore(2)  # bodies checked at once (each may need ~100x its size)
 
-    async def ingest(records: list[RecordIn]) -> dict[str, int]:
+    def parse(model, body: bytes) -> list[dict[str, Any]]:
+        """Validate a body and prepare its rows (in a worker thread: big bodies take time)."""
         try:
-            rows = [store.prepare(record.model_dump()) for record in records]
+            parsed = model.model_validate_json(body)
+        except ValidationError as error:
+            raise HTTPException(422, _errors(error.errors())) from None
+        records = parsed.records if isinstance(parsed, BatchIn) else [parsed]
+        try:
+            return [store.prepare(record.model_dump()) for record in records]
         except (TypeError, ValueError) as error:
             raise HTTPException(422, str(error)) from error
+
+    async def ingest(model, request: Request) -> dict[str, int]:
+        body = await request.body()
+        if len(body) < 64 * 1024:
+            rows = parse(model, body)
+        else:
+            async with checking:
+                rows = await run_in_threadpool(parse, model, body)
+            del body
         result = await asyncio.wrap_future(writer.submit(rows))
         metrics["ingested"].inc(result.inserted)
         metrics["duplicates"].inc(result.duplicates)
         return {"inserted": result.inserted, "duplicates": result.duplicates}
 
-    @api.post("/records", summary="Store one record (idempotent on request_id)")
-    async def post_record(record: RecordIn) -> dict[str, int]:
-        return await ingest([record])
+    def body_of(model) -> dict[str, Any]:  # the OpenAPI request body the route checks itself
+        schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+        content = {"application/json": {"schema": schema}}
+        return {"requestBody": {"required": True, "content": content}}
 
-    @api.post("/records/batch", summary="Store records in one transaction")
-    async def post_batch(batch: BatchIn) -> dict[str, int]:
-        return await ingest(batch.records)
+    @api.post(
+        "/records", summary="Store one record (idempotent on request_id)",
+        openapi_extra=body_of(RecordIn),
+    )  # fmt: skip
+    async def post_record(request: Request) -> dict[str, int]:
+        return await ingest(RecordIn, request)
+
+    @api.post(
+        "/records/batch", summary="Store records in one transaction",
+        openapi_extra=body_of(BatchIn),
+    )  # fmt: skip
+    async def post_batch(request: Request) -> dict[str, int]:
+        return await ingest(BatchIn, request)
 
     @api.get("/records", summary="Records newest first, without per-token traces")
     def get_records(
@@ -256,6 +315,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, "no such asset")
         return Response(assets[name], media_type=ASSETS[name])
 
+    schemas = {}
+    for model in (RecordIn, BatchIn):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+
+    def openapi() -> dict[str, Any]:  # FastAPI's schema plus the bodies checked in threads
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     return app
 
@@ -265,7 +343,13 @@ def _drift(store, settings, current_days, reference_days, end, by, method) -> di
 
     end = time.time() if end is None else end
     split = end - current_days * DAY
-    groups = [None] if by is None else sorted({g[by] for g in store.groups()})
+    truncated = False
+    if by is None:
+        groups = [None]
+    else:  # the groups with records in the current window, busiest first, a bounded number
+        active = store.active_groups(by, start=split, end=end, limit=settings.max_drift_groups + 1)
+        truncated = len(active) > settings.max_drift_groups
+        groups = sorted(active[: settings.max_drift_groups])
     results = []
     for group in groups:
         reference, current = store.windows(
@@ -290,6 +374,7 @@ def _drift(store, settings, current_days, reference_days, end, by, method) -> di
         "current": {"start": split, "end": end},
         "by": by,
         "groups": results,
+        "groups_truncated": truncated,  # more groups than max_drift_groups had records
     }
 
 

@@ -1,7 +1,9 @@
 """The monitor's database: generation records, per-minute rollups and fired alerts (SQLAlchemy 2).
 
 SQLite (a file, WAL journal) by default, PostgreSQL (psycopg 3) by URL. The schema is managed by
-the alembic migrations shipped in ``attnkit/monitor/migrations``: :meth:`Store.upgrade` runs them.
+the alembic migrations shipped in ``attnkit/monitor/migrations``: :meth:`Store.upgrade` runs them,
+:meth:`Store.check_schema` refuses (:class:`SchemaError`) a database whose schema is behind. An
+applied migration is never edited: every change of the schema is a new migration.
 
 Writing never meets "database is locked": every write of this process goes through one writer
 connection under a lock and opens with ``BEGIN IMMEDIATE`` (no read-to-write lock upgrade that
@@ -18,6 +20,7 @@ millions of records: buckets that are whole hours read the hourly rollups.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, create_engine, delete, event, func, or_, select
+from sqlalchemy import and_, create_engine, delete, event, exists, func, inspect, or_, select
 from sqlalchemy.engine import Engine, make_url
 
 from attnkit.monitor.tables import (
     GROUPS,
     LENGTHS,
+    RANGES,
     ROLLUP_S,
     ROLLUP_WIDTHS,
     SIGNALS,
@@ -41,7 +45,16 @@ from attnkit.monitor.tables import (
     RollupRow,
 )
 
-__all__ = ["InsertResult", "Store"]
+__all__ = ["InsertResult", "SchemaError", "Store"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HOUR = ROLLUP_WIDTHS[-1]  # the coarsest rollup (3600 s)
+SIMPLE_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")  # tag keys a SQLite JSON path names exactly
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this attnkit's migrations lead to."""
+
 
 RECORD_FIELDS = (
     ("request_id", str),
@@ -77,14 +90,40 @@ def database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_engine(url: str, *, writer: bool) -> Engine:
+def _read_only_connection(path: Path):
+    """A read-only connection to ``path``; on a read-only file system (no -shm file can be
+    made) the file is opened as immutable, which is exact only when no -wal file holds data."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        connection.close()
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise ValueError(
+            f"{path} cannot be opened read-only: its write-ahead log {wal} holds data that a "
+            "read-only file system keeps from being applied (copy both files somewhere writable)"
+        )
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
+def _sqlite_engine(url: str, *, writer: bool, read_only: bool = False) -> Engine:
     options = {"pool_size": 1, "max_overflow": 0} if writer else {"pool_size": 8}
+    if read_only:  # only reads (a report): no WAL set-up, works on a read-only file system
+        path = Path(make_url(url).database).resolve()
+        options["creator"] = lambda: _read_only_connection(path)
     engine = create_engine(url, connect_args={"timeout": 30}, **options)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
+        if read_only:
+            cursor.close()
+            return
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -119,10 +158,21 @@ def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
             if not math.isfinite(value):
                 raise ValueError(f"record field {name!r} must be finite, got {value}")
         elif not isinstance(value, kind) or isinstance(value, bool):
-            raise TypeError(f"record field {name!r} must be {kind.__name__}, got {value!r}")
+            raise TypeError(f"record field {name!r} must be {kind.__name__}, got {value!r:.80}")
+        if name in RANGES and not RANGES[name][0] <= value <= RANGES[name][1]:
+            low, high = RANGES[name]
+            raise ValueError(f"record field {name!r} must be in [{low:g}, {high:g}], got {value}")
+        if kind is int and not 0 <= value <= 2**31 - 1:
+            raise ValueError(f"record field {name!r} must be in [0, 2**31 - 1], got {value}")
         row[name] = value
     if not 0 < len(row["request_id"]) <= 128:
         raise ValueError("record field 'request_id' must have 1 to 128 characters")
+    texts = [row["request_id"], row["model"], row["version"], *row["tags"], *row["tags"].values()]
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"record tags must map str to str, got {text!r:.80}")
+        if "\x00" in text:
+            raise ValueError("record strings must not contain NUL characters")
     return row
 
 
@@ -133,13 +183,20 @@ class Store:
         url: ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/db``.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = database_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         if self.dialect == "sqlite":
-            Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
-            self.writer = _sqlite_engine(self.url, writer=True)
-            self.reader = _sqlite_engine(self.url, writer=False)
+            path = Path(make_url(self.url).database)
+            if read_only:
+                if not path.is_file():
+                    raise ValueError(
+                        f"no records: url must name an existing SQLite file, got {url!r}"
+                    )
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = _sqlite_engine(self.url, writer=True, read_only=read_only)
+            self.reader = _sqlite_engine(self.url, writer=False, read_only=read_only)
         else:
             self.writer = self.reader = create_engine(self.url, pool_size=10, max_overflow=10)
         self._write_lock = threading.Lock()
@@ -153,10 +210,68 @@ class Store:
         from alembic.config import Config
 
         config = Config()
-        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        config.set_main_option("script_location", str(MIGRATIONS))
         with self._write_lock, self.writer.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+
+    @staticmethod
+    def head() -> str:
+        """The newest revision of the bundled migrations."""
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        return ScriptDirectory.from_config(config).get_current_head()
+
+    def revision(self) -> str | None:
+        """The database's schema revision (None: no alembic stamp)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.reader.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def check_schema(self) -> None:
+        """Raise :class:`SchemaError` unless the schema is at :meth:`head`, with what to do."""
+        current, head = self.revision(), self.head()
+        if current == head:
+            return
+        where = repr(self)
+        if current is None:
+            with self.reader.connect() as connection:
+                tables = inspect(connection).get_table_names()
+            what = (
+                "has no attnkit monitor schema"
+                if "records" not in tables
+                else ("has monitor tables but no schema revision")
+            )
+            raise SchemaError(f"the database {where} {what}; create it with Store(url).upgrade()")
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+        if current not in known:
+            raise SchemaError(
+                f"the database {where} has schema revision {current!r}, unknown to this attnkit "
+                f"(newest: {head!r}): it was made by a newer attnkit; upgrade attnkit"
+            )
+        raise SchemaError(
+            f"the database {where} has schema revision {current!r}, behind this attnkit's "
+            f"{head!r}: back it up, then run 'attnkit serve --upgrade' (or Store(url).upgrade()) "
+            "to apply the migrations; they keep every record"
+        )
+
+    def prepare_schema(self) -> None:
+        """Create the schema in an empty database; else :meth:`check_schema`."""
+        if self.revision() is None:
+            with self.reader.connect() as connection:
+                if not inspect(connection).get_table_names():
+                    self.upgrade()
+                    return
+        self.check_schema()
 
     def close(self) -> None:
         """Release every connection."""
@@ -249,7 +364,13 @@ class Store:
         if version is not None:
             clauses.append(table.c.version == version)
         for key, value in (tags or {}).items():
-            clauses.append(table.c.tags[key].as_string() == value)
+            if self.dialect == "sqlite" and not SIMPLE_KEY.fullmatch(key):
+                # a JSON path cannot name this key (a quote, a backslash, non-ASCII): compare pairs
+                pairs = func.json_each(table.c.tags).table_valued("key", "value").alias()
+                match = select(1).select_from(pairs).where(pairs.c.key == key)
+                clauses.append(exists(match.where(pairs.c.value == value)))
+            else:  # a JSON path: 1.5x faster on SQLite than the pairs (0.29 vs 0.43 ms)
+                clauses.append(table.c.tags[key].as_string() == value)
         return clauses
 
     def records(
@@ -413,6 +534,25 @@ class Store:
             for row in rows
             if row[-2]
         ]
+
+    def active_groups(self, by: str, *, start: float, end: float, limit: int) -> list[str]:
+        """Values of ``by`` (``model`` or ``version``) with records in ``[start, end)``, the
+        busiest first, at most ``limit``. Read from the hourly rollups (a few hundred rows a
+        day, not thousands): the hour ``start`` falls in counts whole, so a group whose only
+        records lie just before ``start`` can be listed too, and none with records is missed."""
+        if by not in GROUPS:
+            raise ValueError(f"by must be one of {GROUPS}, got {by!r}")
+        table = RollupRow.__table__
+        query = (
+            select(table.c[by])
+            .where(table.c.width == HOUR, table.c.bucket >= start - start % HOUR,
+                   table.c.bucket < end)
+            .group_by(table.c[by])
+            .order_by(func.sum(table.c.count).desc(), table.c[by])
+            .limit(limit)
+        )  # fmt: skip
+        with self.reader.connect() as connection:
+            return list(connection.execute(query).scalars())
 
     def groups(self) -> list[dict[str, str]]:
         """Every (model, version) pair that has records."""

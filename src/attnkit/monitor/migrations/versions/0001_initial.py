@@ -1,4 +1,4 @@
-"""Records, per-minute and per-hour rollups, (model, version) groups and fired alerts.
+"""Records, per-minute rollups and fired alerts.
 
 Revision ID: 0001
 Revises:
@@ -33,12 +33,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("request_id", name="uq_records_request_id"),
     )
     op.create_index("ix_records_time", "records", ["time"])
-    op.create_index("ix_records_model_time", "records", ["model", "time"])
-    op.create_index("ix_records_version_time", "records", ["version", "time"])
     op.create_index("ix_records_model_version_time", "records", ["model", "version", "time"])
     op.create_table(
         "rollups",
-        sa.Column("width", sa.Integer(), primary_key=True),
         sa.Column("bucket", sa.BigInteger(), primary_key=True),
         sa.Column("model", sa.String(200), primary_key=True),
         sa.Column("version", sa.String(200), primary_key=True),
@@ -50,19 +47,13 @@ def upgrade() -> None:
         sa.Column("new_tokens", sa.Float(), nullable=False),
     )
     op.create_table(
-        "groups",
-        sa.Column("model", sa.String(200), primary_key=True),
-        sa.Column("version", sa.String(200), primary_key=True),
-    )
-    op.create_table(
         "alerts",
         sa.Column("id", ID, primary_key=True),
         sa.Column("rule", sa.String(200), nullable=False),
         sa.Column("signal", sa.String(64), nullable=False),
         sa.Column("severity", sa.String(32), nullable=False),
-        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("value", sa.Float(), nullable=False),
         sa.Column("message", sa.String(2000), nullable=False),
-        sa.Column("tags", sa.JSON(), nullable=False),
         sa.Column("fired_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_alerts_fired_at", "alerts", ["fired_at"])
@@ -70,10 +61,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("alerts")
-    op.drop_table("groups")
     op.drop_table("rollups")
     op.drop_index("ix_records_model_version_time", table_name="records")
-    op.drop_index("ix_records_version_time", table_name="records")
-    op.drop_index("ix_records_model_time", table_name="records")
     op.drop_index("ix_records_time", table_name="records")
     op.drop_table("records")
