@@ -5,7 +5,7 @@ from attnkit.interpret.heads import HeadStats, head_stats
 from attnkit.interpret.loading import Explainable, load_explainable, save_vocabulary
 from attnkit.interpret.pruning import PruningCurve, prune_heads, pruned
 from attnkit.interpret.relevance import HeadImportance, head_importance, relevance
-from attnkit.interpret.rollout import fuse_heads, rollout
+from attnkit.interpret.rollout import fuse_heads, rollout, rollout_encoder_decoder
 from attnkit.interpret.verdicts import MethodVerdict, judge
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "pruned",
     "relevance",
     "rollout",
+    "rollout_encoder_decoder",
     "save_vocabulary",
 ]
