@@ -112,8 +112,10 @@ def explain(
         str,
         typer.Argument(
             help="'minilm' (the bundled all-MiniLM-L6-v2 with an untrained two-class head), a "
-            "Hugging Face sequence-classifier directory, or an attnkit text-classifier "
-            "checkpoint (the --out directory of `attnkit train text`, or its checkpoint/)."
+            "Hugging Face sequence-classifier directory, an attnkit text-classifier "
+            "checkpoint (the --out directory of `attnkit train text`, or its checkpoint/), or a "
+            "Hugging Face causal LM or encoder-decoder directory with its tokenizer (then TEXTS "
+            "is one prompt and its answer's tokens are attributed to the prompt's)."
         ),
     ],
     texts: Annotated[list[str], typer.Argument(help="One or more texts to explain.")],
@@ -125,15 +127,41 @@ def explain(
         Path | None,
         typer.Option(help="Also write every figure of that text here, as PNG and SVG."),
     ] = None,
+    answer: Annotated[
+        str | None,
+        typer.Option(help="Generative models: the answer to attribute (default: generated)."),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help="Generative models: the part of the prompt whose sentences are hidden "
+            "one at a time (default: the whole prompt)."
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Generative models: the longest generated answer.")
+    ] = 16,
 ) -> None:
-    """Explain a classifier's predictions and say which explanations can be trusted."""
+    """Explain a classifier's predictions, or a generated answer's tokens, and say which
+    explanations can be trusted."""
     from rich.console import Console
     from rich.progress import Progress
 
     from attnkit.interpret.explain import explain as run_explain
     from attnkit.interpret.loading import load_explainable
+    from attnkit.llm.attribution import load_generator
 
     console = Console()
+    with console.status("loading the model"):
+        generator = load_generator(model)
+    if generator is not None:
+        _explain_answer(console, generator, texts, answer, context, max_new_tokens, out, model)
+        return
+    if answer is not None or context is not None:
+        raise typer.BadParameter(
+            "--answer and --context are for generative models; MODEL is a classifier",
+            param_hint="--answer/--context",
+        )
     if example >= len(texts):
         raise typer.BadParameter(f"--example must be below the number of texts ({len(texts)})")
     try:
@@ -211,6 +239,36 @@ def faithfulness(
     typer.echo(table.markdown())
     for path in paths:
         typer.echo(f"wrote {path}")
+
+
+def _explain_answer(console, generator, texts, answer, context, max_new_tokens, out, name) -> None:
+    """``attnkit explain`` on a causal LM or encoder-decoder: attribution of the answer's tokens."""
+    from attnkit.llm.attribution import attribute
+
+    if len(texts) != 1:
+        raise typer.BadParameter(
+            f"a generative model takes one prompt, got {len(texts)} texts", param_hint="TEXTS"
+        )
+    if context is not None and context not in texts[0]:
+        raise typer.BadParameter("--context must be a part of the prompt", param_hint="--context")
+    model, tokenizer = generator
+    try:
+        with console.status("attributing the answer's tokens"):
+            result = attribute(
+                model, tokenizer, texts[0], answer, context, max_new_tokens=max_new_tokens
+            )
+    except (ValueError, TypeError) as error:
+        raise typer.BadParameter(str(error)) from error
+    console.print(
+        f"answer: {''.join(result.answer_tokens)!r} ({len(result.answer_tokens)} tokens); "
+        f"verdicts over its n={len(result.answer_tokens)} tokens, 95% bootstrap intervals:",
+        highlight=False,
+    )
+    for verdict in result.verdicts:
+        style = {"trusted": "green", "flagged": "red"}.get(verdict.verdict, "yellow")
+        console.print(f"[{style}]{verdict.sentence}[/{style}]", markup=True, highlight=False)
+    out.write_text(result.report(title=f"attnkit explain: {name}"), encoding="utf-8")
+    console.print(f"report: {out}")
 
 
 @app.command()

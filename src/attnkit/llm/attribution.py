@@ -36,8 +36,10 @@ of the other tokens do not move.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +50,7 @@ from attnkit.interpret.faithfulness import BINS, eraser, rank_agreement
 from attnkit.interpret.rollout import rollout
 from attnkit.interpret.verdicts import MIN_GAIN, MIN_SPAN
 
-__all__ = ["METHODS", "Attribution", "FaithfulnessVerdict", "attribute"]
+__all__ = ["METHODS", "Attribution", "FaithfulnessVerdict", "attribute", "load_generator"]
 
 METHODS = (
     "attention",
@@ -139,6 +141,31 @@ class Attribution:
         from attnkit.views.attribution import attribution_view
 
         return attribution_view(self).html
+
+
+def load_generator(path: str | Path) -> tuple[nn.Module, object] | None:
+    """The Hugging Face causal LM or encoder-decoder saved in directory ``path``, with its
+    tokenizer; ``None`` when ``path`` holds another kind of model (a classifier) or no model.
+
+    A model is generative when its ``config.json`` names an architecture ending in
+    ``ForCausalLM`` or ``ForConditionalGeneration``, or says ``is_encoder_decoder``.
+    """
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    seq2seq = bool(config.get("is_encoder_decoder"))
+    causal = any(name.endswith("ForCausalLM") for name in architectures)
+    if not (
+        seq2seq or causal or any(a.endswith("ForConditionalGeneration") for a in architectures)
+    ):
+        return None
+    import transformers
+
+    auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(path, attn_implementation="sdpa")
+    return model.eval(), transformers.AutoTokenizer.from_pretrained(path)
 
 
 def _check_model(model: nn.Module) -> None:
