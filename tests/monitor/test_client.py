@@ -3,12 +3,15 @@
 import importlib
 import threading
 import time
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from monitor_testing import TOKEN
 
+from attnkit.llm.detection import make_detector, recommended_detector
 from attnkit.llm.detector import LookbackLens, span_features
 from attnkit.llm.generate import GenerationTrace
 from attnkit.monitor.client import Monitor, summarize, token_trace
@@ -56,6 +59,33 @@ def test_detector_score_is_the_lookback_lens_probability():
     record = summarize(trace, detector=detector)
     expected = detector.predict_proba(span_features(trace.lookback_ratio)[None])[0]
     assert record["detector_score"] == pytest.approx(expected)
+
+
+def test_detector_score_of_the_recommended_detector_by_hand():
+    """The detector the hallucination benchmark supports (lookback lens over windows of 4
+    tokens): the largest window's logistic probability, computed here from its fitted state."""
+    rng = torch.Generator().manual_seed(1)
+    answers = [
+        SimpleNamespace(lookback_ratio=torch.rand(6, 2, 2, generator=rng)) for _ in range(30)
+    ]
+    labels = [int(a.lookback_ratio.mean() < 0.5) for a in answers]
+    detector = recommended_detector().fit(answers, labels)
+    trace = replace(make_trace(), lookback_ratio=torch.rand(6, 2, 2, generator=rng),
+                    new_ids=torch.arange(6))  # fmt: skip
+    state = detector.state
+    windows = [trace.lookback_ratio[i : i + 4].mean(0).flatten().double().numpy() for i in range(3)]
+    odds = [
+        ((w - state["mean"]) / state["scale"]) @ state["coef"] + state["intercept"] for w in windows
+    ]
+    expected = 1 / (1 + np.exp(-max(odds)))
+    assert summarize(trace, detector=detector)["detector_score"] == pytest.approx(expected)
+
+
+def test_a_detector_that_needs_the_model_is_refused_at_the_start():
+    with pytest.raises(ValueError, match="from its trace alone"):
+        Monitor("sqlite://", detector=make_detector("token probability"))
+    with pytest.raises(ValueError, match="must be fitted"):
+        Monitor("sqlite://", detector=recommended_detector())
 
 
 def test_token_trace_names_the_context_tokens_that_were_copied():

@@ -382,6 +382,37 @@ def recommended_detector() -> Detector:
     return detector
 
 
+def check_trace_detector(detector: object) -> None:
+    """Raise unless ``detector`` scores an answer from its generation trace alone (what a
+    monitor has): a fitted :class:`LookbackLensDetector` (the recommended one, span or window
+    features) or a fitted :class:`~attnkit.llm.detector.LookbackLens`."""
+    from attnkit.llm.detector import LookbackLens
+
+    if isinstance(detector, LookbackLens):
+        return
+    if not isinstance(detector, LookbackLensDetector):
+        kind = getattr(detector, "name", type(detector).__name__)
+        raise ValueError(
+            "detector must score a generation from its trace alone (a fitted lookback lens: "
+            f"recommended_detector() or LookbackLens), got {kind!r}, which needs the model's "
+            "replay of the answer (read_answers)"
+        )
+    if detector.state is None:
+        raise ValueError("detector must be fitted (call fit on labelled answers first)")
+
+
+def trace_score(detector: object, trace) -> float:
+    """Probability of hallucination of one answer from its
+    :class:`~attnkit.llm.generate.GenerationTrace` (``trace.lookback_ratio``, ``(n, L, H)``), by
+    a detector :func:`check_trace_detector` accepts."""
+    from attnkit.llm.detector import LookbackLens, span_features
+
+    check_trace_detector(detector)
+    if isinstance(detector, LookbackLens):
+        return float(detector.predict_proba(span_features(trace.lookback_ratio)[None])[0])
+    return float(detector.probability([trace])[0])
+
+
 def make_detector(name: str, **params) -> Detector:
     """A new detector by its registered name (:data:`DETECTORS`), with its parameters
     (``window`` for the Lookback Lens, ``parts`` for ReDeEP, ``layer`` for the probe,

@@ -132,8 +132,10 @@ def summarize(
         trace: a :class:`~attnkit.llm.generate.GenerationTrace`.
         tags: string tags; ``model`` and ``version`` go to their own (indexed) fields.
         request_id: unique id of the request (default: a random UUID).
-        detector: a fitted :class:`~attnkit.llm.detector.LookbackLens`; its probability of
-            hallucination over the whole answer becomes ``detector_score``.
+        detector: a fitted lookback lens: :func:`attnkit.llm.detection.recommended_detector`
+            (the detector the hallucination benchmark supports) or a
+            :class:`~attnkit.llm.detector.LookbackLens`; its probability of hallucination of the
+            answer becomes ``detector_score``.
         tokenizer: decodes token texts for the per-token trace.
         per_token: attach :func:`token_trace`.
         at: time of the generation, seconds since the epoch (default now).
@@ -147,9 +149,9 @@ def summarize(
             raise TypeError(f"tags must map str to str, got {key!r}: {value!r}")
     score = None
     if detector is not None and len(trace.new_ids):
-        from attnkit.llm.detector import span_features
+        from attnkit.llm.detection import trace_score
 
-        score = float(detector.predict_proba(span_features(trace.lookback_ratio)[None])[0])
+        score = trace_score(detector, trace)
     return {
         "request_id": request_id or uuid.uuid4().hex,
         "time": time.time() if at is None else float(at),
@@ -291,7 +293,9 @@ class Monitor:
             (``sqlite:///file.db``, ``postgresql://...``) or a :class:`Store`.
         token: bearer token for the service (ASCII, as an HTTP header carries it).
         tags: tags added to every record (``log``'s tags win).
-        detector: a fitted Lookback Lens for ``detector_score``.
+        detector: a fitted lookback lens for ``detector_score``
+            (:func:`attnkit.llm.detection.recommended_detector`, fitted on labelled answers of
+            this model, or a :class:`~attnkit.llm.detector.LookbackLens`).
         tokenizer: decodes token texts of per-token traces.
         config: batching, summary and retry options; its fields may also be given directly.
 
@@ -314,6 +318,10 @@ class Monitor:
         config: MonitorConfig | None = None,
         **options,
     ) -> None:
+        if detector is not None:
+            from attnkit.llm.detection import check_trace_detector
+
+            check_trace_detector(detector)
         self.config = MonitorConfig(**options) if config is None else config
         self.tags = dict(tags or {})
         self.detector, self.tokenizer = detector, tokenizer
