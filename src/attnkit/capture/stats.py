@@ -392,11 +392,13 @@ def checked_stats(
         and query.dtype is torch.float32
         and key.dtype is torch.float32
         and value.dtype is torch.float32
-        and query.device.type == "cpu"
-        and key.device.type == "cpu"
-        and value.device.type == "cpu"
-        and not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad))
-        and not value.requires_grad
+        and query.is_cpu
+        and key.is_cpu
+        and value.is_cpu
+        and not (
+            torch.is_grad_enabled()
+            and (query.requires_grad or key.requires_grad or value.requires_grad)
+        )
         and kernel.available("cpu")
     ):  # as _kernel_applies, written out: this runs for every layer at every decoding step
         scale = query.shape[-1] ** -0.5 if scale is None else scale
@@ -599,7 +601,9 @@ def _kernel_stats(
     Per-example spans (``(starts, stops)`` tensors) go to the CPU kernel as one ``(S, B, 2)``
     table of each example's ranges.
     """
-    span_names = [name for name in names if name[:5] == "mass:"]
+    span_names = _SPAN_NAMES.get(names)
+    if span_names is None:
+        span_names = _SPAN_NAMES[names] = [name for name in names if name[:5] == "mass:"]
     ranges = [spans[name[5:]] for name in span_names]
     if "sink" in names:
         ranges.append((0, 1))  # the weight on key 0 is the mass of the span [0, 1)
@@ -627,6 +631,7 @@ def _kernel_stats(
     return AttentionOutput(output, stats=stats)
 
 
+_SPAN_NAMES: dict[tuple[str, ...], list[str]] = {}  # the mass:<span> names among the names
 _TABLES: dict[tuple, tuple[list, Tensor]] = {}  # span table per span objects and batch size
 
 
