@@ -3,10 +3,14 @@
 A small Llama-style model (4 layers, hidden 256, 8 heads, 4 KV heads) built from a config,
 greedy decoding of 64 new tokens after prompts of 128 and 512 tokens, batch 1, sdpa; and a batch
 of 4 prompts of different lengths (left-padded, per-example spans) against plain generate() on the
-same padded batch. The ratio is the median of per-round ``signals time / plain time``
-(interleaved). Goal (issue 7): <= 1.3x.
+same padded batch. Then the same prompts on a model of realistic shape ("base": 12 layers, hidden
+768, 12 heads, 4 KV heads, vocabulary 32,000; random weights), where the per-step Python work is a
+smaller share; and an encoder-decoder ("bart": BART, 4 + 4 layers, hidden 256), whose signals are
+the decoder's cross-attention over the source. The ratio is the median of per-round
+``signals time / plain time`` (interleaved). Goal (issue 20): <= 1.1x.
 
-    python benchmarks/llm.py [--prompts 128 512] [--batch 128 112 96 80] [--new 64] [--repeats 5]
+    python benchmarks/llm.py [--models small base bart] [--prompts 128 512]
+                             [--batch 128 112 96 80] [--new 64] [--repeats 5]
                              [--device cuda]   # writes results/llm_gpu.{md,json}
 """
 
@@ -47,14 +51,29 @@ class _Encoding(dict):
         return _Encoding({k: v.to(device) for k, v in self.items()})
 
 
-def build():
-    from transformers import LlamaConfig, LlamaForCausalLM
+def build(name: str = "small"):
+    """The benchmark's models from a config (random weights): ``small``, ``base``, ``bart``."""
+    from transformers import BartConfig, BartForConditionalGeneration, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    if name == "bart":
+        config = BartConfig(
+            vocab_size=1000, d_model=256, encoder_layers=4, decoder_layers=4,
+            encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=688,
+            decoder_ffn_dim=688, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
+        )  # fmt: skip
+        config._attn_implementation = "sdpa"
+        return BartForConditionalGeneration(config).eval()
+    shapes = {
+        "small": {"vocab_size": 1000, "hidden_size": 256, "intermediate_size": 688,
+                  "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4},
+        "base": {"vocab_size": 32000, "hidden_size": 768, "intermediate_size": 2048,
+                 "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 4},
+    }  # fmt: skip
     config = LlamaConfig(
-        vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
-        pad_token_id=0, bos_token_id=None, eos_token_id=None,
+        **shapes[name], max_position_embeddings=1024, pad_token_id=0, bos_token_id=None,
+        eos_token_id=None,
     )  # fmt: skip
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config).eval()
@@ -62,6 +81,7 @@ def build():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["small", "base", "bart"])
     parser.add_argument("--prompts", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 112, 96, 80])
     parser.add_argument("--new", type=int, default=64)
@@ -70,29 +90,39 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    model, tokenizer = build().to(device), WordTokenizer()
+    tokenizer = WordTokenizer()
     kwargs = {"max_new_tokens": args.new, "min_new_tokens": args.new, "do_sample": False}
-    cases = [[length] for length in args.prompts] + [args.batch]
+    lengths_cases = [[length] for length in args.prompts] + [args.batch]
+    cases = [(name, lengths) for name in args.models for lengths in lengths_cases]
     rows, records = [], []
+    models = {}
     with Progress(transient=True) as progress:
         task = progress.add_task("measuring", total=len(cases))
-        for lengths in cases:
+        for name, lengths in cases:
+            if name not in models:
+                models.clear()
+                models[name] = build(name).to(device)
+            model = models[name]
+            seq2seq = model.config.is_encoder_decoder
             generator = torch.Generator().manual_seed(0)
-            prompts = [torch.randint(1, 1000, (n,), generator=generator) for n in lengths]
+            prompts = [torch.randint(3, 1000, (n,), generator=generator) for n in lengths]
             width = max(lengths)
-            ids = torch.stack([torch.cat([p.new_zeros(width - len(p)), p]) for p in prompts])
+            if seq2seq:  # right padding, as generate() pads an encoder-decoder's sources
+                ids = torch.stack([torch.cat([p, p.new_zeros(width - len(p))]) for p in prompts])
+            else:
+                ids = torch.stack([torch.cat([p.new_zeros(width - len(p)), p]) for p in prompts])
             mask = (ids != 0).long().to(device)  # left padding, as generate() pads
             on_device = ids.to(device)
             texts = [" ".join(str(int(i)) for i in p) for p in prompts]
             contexts = [(0, n // 2) for n in lengths]
 
-            def plain(ids=on_device, mask=mask):
+            def plain(ids=on_device, mask=mask, model=model):
                 with torch.no_grad():
                     model.generate(input_ids=ids, attention_mask=mask, **kwargs)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
 
-            def traced(texts=texts, contexts=contexts):
+            def traced(texts=texts, contexts=contexts, model=model):
                 if len(texts) == 1:
                     generate(model, tokenizer, texts[0], context=contexts[0], **kwargs)
                 else:
@@ -101,6 +131,7 @@ def main() -> None:
             plain_times, traced_times = interleaved([plain, traced], args.repeats, warmup=1)
             ratio = sorted(t / p for t, p in zip(traced_times, plain_times, strict=True))
             record = {
+                "model": name,
                 "prompt": lengths,
                 "batch": len(lengths),
                 "new_tokens": args.new,
@@ -111,6 +142,7 @@ def main() -> None:
             records.append(record)
             rows.append(
                 [
+                    name,
                     " / ".join(map(str, lengths)),
                     len(lengths),
                     args.new,
@@ -125,10 +157,14 @@ def main() -> None:
         info["gpu"] = torch.cuda.get_device_name(device)
     title = (
         "Greedy generation with attention signals (lookback ratio, entropy, sink, max, argmax "
-        f"for all layers and heads); {info.get('gpu', info['cpu'])}, {info['threads']} threads, "
-        f"torch {info['torch']}; {info['date']}"
+        "for all layers and heads; for bart, of the decoder's cross-attention); small: Llama "
+        "4 layers, hidden 256; base: Llama 12 layers, hidden 768, 12 heads, 4 KV heads; bart: "
+        f"4 + 4 layers, hidden 256; {info.get('gpu', info['cpu'])}, {info['threads']} threads, "
+        f"torch {info['torch']}, {args.repeats} interleaved rounds; {info['date']}"
     )
-    headers = ["prompt tokens", "batch", "new tokens", "plain ms", "with signals ms", "ratio"]
+    headers = [
+        "model", "prompt tokens", "batch", "new tokens", "plain ms", "with signals ms", "ratio"
+    ]  # fmt: skip
     table = title + "\n\n" + markdown_table(headers, rows)
     print(table)
     name = "llm" if device.type == "cpu" else "llm_gpu"

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from attnkit.attention import backends
 from attnkit.attention.output import AttentionOutput
-from attnkit.capture.stats import Span, attention_stats, capped_attention, stats_from_weights
+from attnkit.capture.stats import (
+    Span,
+    attention_stats,
+    capped_attention,
+    checked_stats,
+    stats_from_weights,
+)
 
 __all__ = ["Edit", "Frame", "Listener", "attend"]
 
@@ -86,18 +92,24 @@ def attend(
     Returns:
         ``(output (B, H, Q, Dv), weights (B, H, Q, K) or None)`` in the call's own key frame.
     """
-    listeners = ACTIVE.get(id(module), [])
-    edits = EDITS.get(id(module), [])
-    weights_wanted = (
-        need_weights or dropout_p > 0 or edits or any(r.want_weights for r, _ in listeners)
-    )
-    names = tuple(dict.fromkeys(n for r, _ in listeners for n in r.want_stats))
-    spans = {k: v for r, _ in listeners for k, v in r.spans.items()}
+    listeners = ACTIVE.get(id(module), ())
+    edits = EDITS.get(id(module), ())
+    if len(listeners) == 1:  # the usual case, without the merging below (once per call)
+        one = listeners[0][0]
+        names, spans, any_weights = one.want_stats, one.spans, one.want_weights
+        last_only = one.last_query and bool(names or any_weights)
+    else:
+        names = tuple(dict.fromkeys(n for r, _ in listeners for n in r.want_stats))
+        spans = {k: v for r, _ in listeners for k, v in r.spans.items()}
+        any_weights = any(r.want_weights for r, _ in listeners)
+        recording = [r for r, _ in listeners if r.want_stats or r.want_weights]
+        last_only = bool(recording) and all(r.last_query for r in recording)
+    weights_wanted = need_weights or dropout_p > 0 or bool(edits) or any_weights
     offset = 0 if frame is None else frame.offset
+    # names and spans were checked when their blocks opened; spans moved into a window are not
     local, empty = _local_spans(spans, offset, key.shape[-2]) if offset else (spans, {})
+    stats_of = attention_stats if offset else _checked
     kwargs = {"mask": mask, "bias": bias, "causal": causal, "scale": scale}
-    recording = [r for r, _ in listeners if r.want_stats or r.want_weights]
-    last_only = recording and all(r.last_query for r in recording)
 
     def reference(q: Tensor, dropout: float = 0.0, **kw) -> AttentionOutput:
         return capped_attention(
@@ -121,13 +133,12 @@ def attend(
         # only the last query is recorded (generation): statistics (and weights, when asked
         # for) for one query row; a decoding step's row is its whole output, a longer call's
         # output comes from the fused kernel
-        row = query[..., -1:, :]
+        step = query.shape[-2] == 1
+        row = query if step else query[..., -1:, :]
         last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal, "scale": scale}
-        computed = attention_stats(
-            row, key, value, stats=names, spans=local, softcap=softcap, **last
-        )
+        computed = stats_of(row, key, value, stats=names, spans=local, softcap=softcap, **last)
         stats = computed.stats
-        result = computed if query.shape[-2] == 1 else fused(**kwargs)
+        result = computed if step else fused(**kwargs)
         if weights_wanted:
             weights = reference(row, **last).weights
     elif weights_wanted:
@@ -135,9 +146,7 @@ def attend(
         weights = result.weights
         stats = stats_from_weights(result.weights, names, local) if names else {}
     elif names:
-        result = attention_stats(
-            query, key, value, stats=names, spans=local, softcap=softcap, **kwargs
-        )
+        result = stats_of(query, key, value, stats=names, spans=local, softcap=softcap, **kwargs)
         stats = result.stats
     else:
         result = fused(**kwargs)
@@ -150,6 +159,23 @@ def attend(
     for listener, layer in listeners:
         listener._record(layer, recorded, stats)
     return result.output, result.weights
+
+
+def _checked(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
+    stats: tuple[str, ...],
+    spans: Mapping[str, Span],
+    softcap: float | None,
+) -> AttentionOutput:
+    """:func:`attention_stats` without checking again what the open blocks checked."""
+    return checked_stats(query, key, value, mask, bias, causal, scale, stats, spans, softcap)
 
 
 def _last_row(x: Tensor | None) -> Tensor | None:

@@ -6,7 +6,9 @@
 // lse = m + log l, entropy = log l - t / l, span mass = its sum / l, and the largest weight is
 // exp(max score - lse). With a logit soft-cap c (Gemma 2) each score is c · tanh(s / c) before
 // the mask. Score tiles and P·V products go through MKL's sgemm; the per-row work is
-// plain loops that the compiler vectorizes. Memory: one BQ × BK tile per thread.
+// plain loops that the compiler vectorizes. Memory: one BQ × BK tile per thread (smaller for a
+// decoding step's single query). Key spans are shared by the batch (``spans``) or given per
+// example (``example_spans``, ``(S, B, 2)`` int64: a left-padded batch's own ranges).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -101,7 +103,8 @@ inline void gemm_ab_acc(int rows, int cols, int inner, const float* a, int lda, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_stats(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     const std::optional<at::Tensor>& mask, bool causal, double scale, at::IntArrayRef spans,
-    bool want_argmax, std::optional<double> softcap) {
+    bool want_argmax, std::optional<double> softcap,
+    const std::optional<at::Tensor>& example_spans) {
   TORCH_CHECK(query.dtype() == at::kFloat && key.dtype() == at::kFloat &&
                   value.dtype() == at::kFloat,
               "flash_stats: float32 inputs only");
@@ -113,7 +116,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t kv_heads = k.size(1), nk = k.size(2), dv = v.size(3);
   TORCH_CHECK(heads % kv_heads == 0, "flash_stats: heads must be a multiple of kv heads");
   const int64_t group = heads / kv_heads;
-  const int64_t num_spans = static_cast<int64_t>(spans.size()) / 2;
+  at::Tensor table;  // (S, B, 2) int64: example b's span n is [table[n, b, 0], table[n, b, 1])
+  if (example_spans.has_value()) {
+    TORCH_CHECK(example_spans->dtype() == at::kLong && example_spans->dim() == 3 &&
+                    example_spans->size(1) == q.size(0) && example_spans->size(2) == 2,
+                "flash_stats: example_spans must be int64 (S, B, 2)");
+    table = example_spans->contiguous();
+  }
+  const int64_t num_spans =
+      table.defined() ? table.size(0) : static_cast<int64_t>(spans.size()) / 2;
+  const int64_t* table_data = table.defined() ? table.data_ptr<int64_t>() : nullptr;
   const int64_t offset = nk - nq;  // query i sits at key position offset + i
 
   at::Tensor allowed;
@@ -151,8 +163,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const float cap = capped ? static_cast<float>(*softcap) : 1.0f;
   TORCH_CHECK(!capped || cap > 0.0f, "flash_stats: softcap must be positive");
 
-  at::parallel_for(0, batch * heads * q_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> tile(kBlockQ * kBlockK), acc(kBlockQ * dv);
+  // a tile as large as a task needs (a decoding step: one row of the keys), rows padded to
+  // whole vectors; tasks split across threads only when each gets enough work to pay for it
+  const int64_t tile_rows = std::min(kBlockQ, nq);
+  const int64_t ld = (std::min(kBlockK, std::max<int64_t>(nk, 1)) + kLanes - 1) / kLanes * kLanes;
+  const int64_t task_work = std::max<int64_t>(tile_rows * nk * (dim + dv), 1);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / task_work);
+  at::parallel_for(0, batch * heads * q_blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> tile(tile_rows * ld), acc(tile_rows * dv);
     std::vector<float> run_max(kBlockQ), run_sum(kBlockQ), run_t(kBlockQ), top(kBlockQ);
     std::vector<int64_t> top_index(kBlockQ);
     std::vector<float> run_mass(kBlockQ * std::max<int64_t>(num_spans, 1));
@@ -163,6 +181,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const float* qp = q_data + (bh * nq + q0) * dim;
       const float* kp = k_data + (b * kv_heads + hkv) * nk * dim;
       const float* vp = v_data + (b * kv_heads + hkv) * nk * dv;
+      auto span_lo = [&](int64_t n) {
+        return table_data != nullptr ? table_data[(n * batch + b) * 2] : spans[2 * n];
+      };
+      auto span_hi = [&](int64_t n) {
+        return table_data != nullptr ? table_data[(n * batch + b) * 2 + 1] : spans[2 * n + 1];
+      };
       std::fill(acc.begin(), acc.begin() + rows * dv, 0.0f);
       std::fill(run_max.begin(), run_max.end(), kNegInf);
       std::fill(run_sum.begin(), run_sum.end(), 0.0f);
@@ -174,10 +198,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const int64_t key_end = causal ? std::min(nk, offset + q0 + rows) : nk;
       for (int64_t k0 = 0; k0 < key_end; k0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, key_end - k0);
-        gemm_abt(rows, cols, dim, fscale, qp, dim, kp + k0 * dim, dim, 0.0f, tile.data(),
-                 kBlockK);
+        gemm_abt(rows, cols, dim, fscale, qp, dim, kp + k0 * dim, dim, 0.0f, tile.data(), ld);
         for (int64_t i = 0; i < rows; ++i) {
-          float* s = tile.data() + i * kBlockK;
+          float* s = tile.data() + i * ld;
           int64_t limit = cols;  // keys of this tile the row may see
           if (causal) limit = std::clamp<int64_t>(offset + q0 + i + 1 - k0, 0, cols);
           if (capped)
@@ -235,8 +258,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           run_sum[i] = alpha * run_sum[i] + sum;
           run_max[i] = new_max;
           for (int64_t n = 0; n < num_spans; ++n) {
-            const int64_t lo = std::max<int64_t>(spans[2 * n] - k0, 0);
-            const int64_t hi = std::min<int64_t>(spans[2 * n + 1] - k0, cols);
+            const int64_t lo = std::max<int64_t>(span_lo(n) - k0, 0);
+            const int64_t hi = std::min<int64_t>(span_hi(n) - k0, cols);
             const float inside = lo < hi ? range_sum(s, lo, hi) : 0.0f;
             float& mass = run_mass[n * kBlockQ + i];
             mass = alpha * mass + inside;
@@ -246,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
             for (int64_t d = 0; d < dv; ++d) row[d] *= alpha;
           }
         }
-        gemm_ab_acc(rows, dv, cols, tile.data(), kBlockK, vp + k0 * dv, dv, acc.data(), dv);
+        gemm_ab_acc(rows, dv, cols, tile.data(), ld, vp + k0 * dv, dv, acc.data(), dv);
       }
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t at = bh * nq + q0 + i;
@@ -280,7 +303,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 TORCH_LIBRARY(attnkit, m) {
   m.def(
       "flash_stats(Tensor query, Tensor key, Tensor value, Tensor? mask, bool causal, "
-      "float scale, int[] spans, bool want_argmax, float? softcap=None) -> "
+      "float scale, int[] spans, bool want_argmax, float? softcap=None, "
+      "Tensor? example_spans=None) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

@@ -142,19 +142,25 @@ def framed(modules: Sequence[nn.Module]) -> Iterator[None]:
 
 
 def _frames_here() -> dict[int, Frame | None]:
-    if not hasattr(_frames, "by_module"):
+    try:
+        return _frames.by_module
+    except AttributeError:
         _frames.by_module = {}
-    return _frames.by_module
+        return _frames.by_module
 
 
 def _read_frame(module: nn.Module, args: tuple, kwargs: dict) -> None:
     """Where this call's keys will sit: tokens the cache has seen, where its window starts."""
     frames = _frames_here()
     frames[id(module)] = None
-    if any(kwargs.get(k) is not None for k in ("key_value_states", "encoder_hidden_states")):
+    get = kwargs.get
+    if get("key_value_states") is not None or get("encoder_hidden_states") is not None:
         return  # cross-attention: the keys are the whole source, position j is j
-    names = ("cache", "past_key_values", "past_key_value")
-    cache = next((kwargs[k] for k in names if kwargs.get(k) is not None), None)
+    cache = get("cache")
+    if cache is None:
+        cache = get("past_key_values")
+    if cache is None:
+        cache = get("past_key_value")
     index = getattr(module, "layer_idx", None)
     if cache is None or index is None:
         return

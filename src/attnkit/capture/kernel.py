@@ -13,6 +13,7 @@ kernels plus a tiled pass: the same numbers, more slowly.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -33,6 +34,8 @@ def available(device: torch.device | str = "cpu") -> bool:
     global _loaded
     if os.environ.get("ATTNKIT_NO_KERNEL") == "1":
         return False
+    if device == "cpu" and _loaded is not None:  # the common question, asked on every call
+        return _loaded
     if torch.device(device).type == "cuda":
         return importlib.util.find_spec("triton") is not None
     if torch.device(device).type != "cpu":
@@ -48,9 +51,12 @@ def _load() -> bool:
     from torch.utils.cpp_extension import load
 
     _log.warning("attnkit: compiling the CPU statistics kernel (once; 10 to 30 s)")
+    # one build folder per version of the source: processes running different versions (two
+    # checkouts, an upgrade) never rebuild over each other's library
+    digest = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:12]
     try:
         load(
-            name="attnkit_flash_stats",
+            name=f"attnkit_flash_stats_{digest}",
             sources=[str(_SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
@@ -72,6 +78,7 @@ def flash_stats(
     spans: list[tuple[int, int]],
     want_argmax: bool,
     softcap: float | None = None,
+    example_spans: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the kernel: float32 CPU tensors, or float32/float16/bfloat16 CUDA tensors.
 
@@ -86,6 +93,8 @@ def flash_stats(
         want_argmax: track the key of the largest score (else only the score).
         softcap: logit soft-cap ``c``: scores are ``c · tanh(scale · q·k / c)`` before the mask
             (Gemma 2's ``attn_logit_softcapping``); ``None`` for plain scaled scores.
+        example_spans: ``(S, B, 2)`` int64 CPU tensor, each example's own key ranges (a
+            left-padded batch), used instead of ``spans``; the CPU kernel only.
 
     Returns:
         ``(output (B, H, Q, Dv), lse, entropy, largest score, its key (int64), masses (S, B, H,
@@ -93,6 +102,8 @@ def flash_stats(
         On CUDA the statistics are float32 whatever the inputs' dtype.
     """
     if query.is_cuda:
+        if example_spans is not None:
+            raise ValueError("example_spans: per-example spans are read by the CPU kernel only")
         from attnkit.capture.triton_stats import flash_stats as on_gpu
 
         if softcap is None:  # the keyword only where it is used: kernels without it still run
@@ -101,5 +112,5 @@ def flash_stats(
     flat = [int(x) for span in spans for x in span]
     cap = None if softcap is None else float(softcap)
     return torch.ops.attnkit.flash_stats(
-        query, key, value, mask, causal, float(scale), flat, want_argmax, cap
+        query, key, value, mask, causal, float(scale), flat, want_argmax, cap, example_spans
     )

@@ -95,11 +95,22 @@ class Recording:
             else:
                 weights = weights.detach()
             self._weights.setdefault(layer, []).append(weights)
-        for name in self.want_stats:
-            chunk = select(stats[name].detach())
-            if self.last_query:
+        for name in self.want_stats:  # once per layer and decoding step: keep it lean
+            chunk = stats[name]
+            if chunk.requires_grad:
+                chunk = chunk.detach()
+            if self.heads is not None:
+                chunk = select(chunk)
+            if self.last_query and chunk.shape[-1] != 1:
                 chunk = chunk[..., -1:]
-            self._stats.setdefault(name, {}).setdefault(layer, []).append(chunk)
+            by_layer = self._stats.get(name)
+            if by_layer is None:
+                by_layer = self._stats[name] = {}
+            chunks = by_layer.get(layer)
+            if chunks is None:
+                by_layer[layer] = [chunk]
+            else:
+                chunks.append(chunk)
 
     def _repr_html_(self) -> str:
         """The notebook view (:func:`attnkit.views.recording_view`, token positions as labels)."""

@@ -54,6 +54,7 @@ __all__ = [
     "attention_stats",
     "capped_attention",
     "check_stats",
+    "checked_stats",
     "stats_from_weights",
 ]
 
@@ -364,6 +365,62 @@ def attention_stats(
     names, spans = check_stats(stats, spans)
     if softcap is not None and not (isinstance(softcap, int | float) and softcap > 0):
         raise ValueError(f"softcap must be a positive number or None, got {softcap!r}")
+    return _stats(query, key, value, mask, bias, causal, scale, names, spans, softcap)
+
+
+def checked_stats(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
+    names: tuple[str, ...],
+    spans: Mapping[str, Span],
+    softcap: float | None,
+) -> AttentionOutput:
+    """:func:`attention_stats` for names and spans that :func:`check_stats` returned.
+
+    The per-call path of capture (once per layer and decoding step), which validated them when
+    the block opened. On the CPU, float32 without a score bias, every size (a decoding step's
+    single query too) is one call of the fused kernel, spans shared or per example: for one
+    query row that one call costs less than the plain tile's dozen small operations.
+    """
+    if (
+        bias is None
+        and query.dtype is torch.float32
+        and key.dtype is torch.float32
+        and value.dtype is torch.float32
+        and query.is_cpu
+        and key.is_cpu
+        and value.is_cpu
+        and not (
+            torch.is_grad_enabled()
+            and (query.requires_grad or key.requires_grad or value.requires_grad)
+        )
+        and kernel.available("cpu")
+    ):  # as _kernel_applies, written out: this runs for every layer at every decoding step
+        scale = query.shape[-1] ** -0.5 if scale is None else scale
+        if mask is not None and mask.dim() < 4:
+            mask = mask.reshape(*([1] * (4 - mask.dim())), *mask.shape)
+        return _kernel_stats(query, key, value, mask, causal, scale, names, spans, softcap)
+    return _stats(query, key, value, mask, bias, causal, scale, names, spans, softcap)
+
+
+def _stats(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
+    names: tuple[str, ...],
+    spans: Mapping[str, Span],
+    softcap: float | None,
+) -> AttentionOutput:
+    """:func:`attention_stats` after its checks: one plain tile, or streamed over key blocks."""
     output_dtype = query.dtype
     if query.shape[-2] * key.shape[-2] <= BLOCK * BLOCK:
         # small enough to be one tile (a decoding step, say): the weights cost no more memory
@@ -536,27 +593,73 @@ def _kernel_stats(
     causal: bool,
     scale: float,
     names: tuple[str, ...],
-    spans: Mapping[str, tuple[int, int]],
+    spans: Mapping[str, Span],
     softcap: float | None = None,
 ) -> AttentionOutput:
-    """Every statistic from one pass of :func:`attnkit.capture.kernel.flash_stats`."""
-    span_names = [name for name in names if name.startswith("mass:")]
-    ranges = [spans[name.removeprefix("mass:")] for name in span_names]
+    """Every statistic from one pass of :func:`attnkit.capture.kernel.flash_stats`.
+
+    Per-example spans (``(starts, stops)`` tensors) go to the CPU kernel as one ``(S, B, 2)``
+    table of each example's ranges.
+    """
+    span_names = _SPAN_NAMES.get(names)
+    if span_names is None:
+        span_names = _SPAN_NAMES[names] = [name for name in names if name[:5] == "mass:"]
+    ranges = [spans[name[5:]] for name in span_names]
     if "sink" in names:
         ranges.append((0, 1))  # the weight on key 0 is the mass of the span [0, 1)
+    extra = {} if softcap is None else {"softcap": softcap}
+    for start, _ in ranges:
+        if isinstance(start, Tensor):
+            extra["example_spans"] = _span_table(span_names, ranges, query.shape[0])
+            ranges = []
+            break
     output, lse, entropy, best, best_index, masses = kernel.flash_stats(
-        query, key, value, mask, causal, scale, ranges, "argmax" in names,
-        **({} if softcap is None else {"softcap": softcap}),
-    )  # fmt: skip
+        query, key, value, mask, causal, scale, ranges, "argmax" in names, **extra
+    )
     result = {"entropy": entropy, "argmax": best_index}
-    result.update(zip(span_names, masses, strict=False))
-    if "sink" in names:
-        result["sink"] = masses[-1]
+    if len(masses):
+        masses = masses.unbind(0)
+        result.update(zip(span_names, masses, strict=False))
+        if "sink" in names:
+            result["sink"] = masses[-1]
     if "max" in names:
         result["max"] = torch.exp(best - lse)  # 0 for a query with no key (lse = inf)
+    if query.dtype is torch.float32:
+        return AttentionOutput(output, stats={name: result[name] for name in names})
     dtype = torch.promote_types(query.dtype, torch.float32)  # half inputs: float32 statistics
     stats = {name: result[name] if name == "argmax" else result[name].to(dtype) for name in names}
     return AttentionOutput(output, stats=stats)
+
+
+_SPAN_NAMES: dict[tuple[str, ...], list[str]] = {}  # the mass:<span> names among the names
+_TABLES: dict[tuple, tuple[list, Tensor]] = {}  # span table per span objects and batch size
+
+
+def _span_table(span_names: list[str], ranges: list[Span], batch: int) -> Tensor:
+    """``(S, B, 2)`` int64: each example's ``[start, stop)`` of every span, for the CPU kernel.
+
+    Built once per set of span objects and kept (a generation asks for the same table on every
+    call of every layer); the spans themselves are held with it, so their ids stay theirs.
+    """
+    key = (batch, *(id(x) if isinstance(x, Tensor) else x for span in ranges for x in span))
+    if key in _TABLES:
+        return _TABLES[key][1]
+    for name, (start, _) in zip(span_names, ranges, strict=False):
+        if isinstance(start, Tensor) and len(start) != batch:
+            raise ValueError(
+                f"spans[{name[5:]!r}] holds {len(start)} per-example ranges for a batch of {batch}"
+            )
+    rows = [
+        torch.stack([start.long().cpu(), stop.long().cpu()], -1)
+        if isinstance(start, Tensor)
+        else torch.tensor([[start, stop]]).expand(batch, 2)
+        for start, stop in ranges
+    ]
+    table = torch.stack(rows).contiguous()  # (S, B, 2)
+    if len(_TABLES) >= 64:
+        _TABLES.pop(next(iter(_TABLES)))
+    _TABLES[key] = (ranges, table)
+    return table
 
 
 def stats_from_weights(
