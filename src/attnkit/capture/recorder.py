@@ -86,7 +86,6 @@ class Recording:
         }
 
     def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None:
-        select = (lambda t: t) if self.heads is None else (lambda t: t[:, self.heads])
         if self.want_weights and weights is not None:
             if self.last_query:
                 weights = weights[..., -1:, :]
@@ -100,7 +99,7 @@ class Recording:
             if chunk.requires_grad:
                 chunk = chunk.detach()
             if self.heads is not None:
-                chunk = select(chunk)
+                chunk = chunk[:, self.heads]
             if self.last_query and chunk.shape[-1] != 1:
                 chunk = chunk[..., -1:]
             by_layer = self._stats.get(name)
