@@ -239,3 +239,28 @@ def test_no_query_by_key_matrix_is_allocated():
     assert materialized >= full_matrix
     linear = 2 * q.numel() * 4  # (B, H, N, D)-sized copies, padded a column or two
     assert streamed <= max(heads * S.BLOCK * S.BLOCK * 4, linear) < full_matrix // 8
+
+
+@pytest.mark.parametrize("queries", [1, 300])
+def test_kernel_reads_transposed_inputs_in_place(kernel_calls, queries):
+    """Hugging Face hands the kernel (B, N, H, D) storage seen as (B, H, N, D): the same numbers
+    as from contiguous copies, and no copy of the queries, keys or values is made (capture's
+    per-call path, which runs the kernel for a decoding step's single query too)."""
+    gen = torch.Generator().manual_seed(queries)
+    n = 700
+    q = torch.randn(2, queries, 4, 16, generator=gen).transpose(1, 2)  # (B, H, Q, D) view
+    k = torch.randn(2, n, 2, 16, generator=gen).transpose(1, 2)
+    v = torch.randn(2, n, 2, 8, generator=gen).transpose(1, 2)
+    names, spans = S.check_stats(ALL, {"context": (3, 40)})
+
+    def stats(*inputs):  # capture's per-call path: the kernel at every size
+        return S.checked_stats(*inputs, None, None, True, None, names, spans, None)
+
+    out = stats(q, k, v)
+    expected = stats(*(x.contiguous() for x in (q, k, v)))
+    assert len(kernel_calls) == 2
+    assert torch.equal(out.output, expected.output)
+    for name in expected.stats:
+        assert torch.equal(out.stats[name], expected.stats[name]), name
+    copies = _largest_allocation(lambda: stats(q, k, v))
+    assert copies < k.numel() * 4  # below one (B, H, N, D) copy of the keys

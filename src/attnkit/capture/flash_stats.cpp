@@ -111,7 +111,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4,
               "flash_stats: query, key, value must be (B, H, N, D)");
   TORCH_CHECK(spans.size() % 2 == 0, "flash_stats: spans must be start, stop pairs");
-  const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
+  // rows read in place wherever the feature axis is contiguous (Hugging Face hands over
+  // transposed (B, N, H, D) storage): the matrix products take the row stride as leading dimension
+  auto rows_in_place = [](const at::Tensor& t) {
+    const bool in_place = t.stride(3) == 1 && (t.size(2) <= 1 || t.stride(2) >= t.size(3));
+    return in_place ? t : t.contiguous();
+  };
+  const at::Tensor q = rows_in_place(query), k = rows_in_place(key), v = rows_in_place(value);
   const int64_t batch = q.size(0), heads = q.size(1), nq = q.size(2), dim = q.size(3);
   const int64_t kv_heads = k.size(1), nk = k.size(2), dv = v.size(3);
   TORCH_CHECK(heads % kv_heads == 0, "flash_stats: heads must be a multiple of kv heads");
@@ -150,6 +156,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const float* q_data = q.data_ptr<float>();
   const float* k_data = k.data_ptr<float>();
   const float* v_data = v.data_ptr<float>();
+  // a length-1 axis may carry any stride: a row is then at least one feature vector apart
+  const int64_t q_row = std::max(q.stride(2), q.size(3)), k_row = std::max(k.stride(2), k.size(3)),
+                v_row = std::max(v.stride(2), v.size(3));
   float* out_data = out.data_ptr<float>();
   float* lse_data = lse.data_ptr<float>();
   float* entropy_data = entropy.data_ptr<float>();
@@ -178,9 +187,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const int64_t qb = task % q_blocks, bh = task / q_blocks;
       const int64_t b = bh / heads, h = bh % heads, hkv = h / group;
       const int64_t q0 = qb * kBlockQ, rows = std::min(kBlockQ, nq - q0);
-      const float* qp = q_data + (bh * nq + q0) * dim;
-      const float* kp = k_data + (b * kv_heads + hkv) * nk * dim;
-      const float* vp = v_data + (b * kv_heads + hkv) * nk * dv;
+      const float* qp = q_data + b * q.stride(0) + h * q.stride(1) + q0 * q_row;
+      const float* kp = k_data + b * k.stride(0) + hkv * k.stride(1);
+      const float* vp = v_data + b * v.stride(0) + hkv * v.stride(1);
       auto span_lo = [&](int64_t n) {
         return table_data != nullptr ? table_data[(n * batch + b) * 2] : spans[2 * n];
       };
@@ -198,7 +207,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const int64_t key_end = causal ? std::min(nk, offset + q0 + rows) : nk;
       for (int64_t k0 = 0; k0 < key_end; k0 += kBlockK) {
         const int64_t cols = std::min(kBlockK, key_end - k0);
-        gemm_abt(rows, cols, dim, fscale, qp, dim, kp + k0 * dim, dim, 0.0f, tile.data(), ld);
+        gemm_abt(rows, cols, dim, fscale, qp, q_row, kp + k0 * k_row, k_row, 0.0f, tile.data(),
+                 ld);
         for (int64_t i = 0; i < rows; ++i) {
           float* s = tile.data() + i * ld;
           int64_t limit = cols;  // keys of this tile the row may see
@@ -269,7 +279,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
             for (int64_t d = 0; d < dv; ++d) row[d] *= alpha;
           }
         }
-        gemm_ab_acc(rows, dv, cols, tile.data(), ld, vp + k0 * dv, dv, acc.data(), dv);
+        gemm_ab_acc(rows, dv, cols, tile.data(), ld, vp + k0 * v_row, v_row, acc.data(), dv);
       }
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t at = bh * nq + q0 + i;
