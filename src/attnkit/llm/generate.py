@@ -206,6 +206,28 @@ def _end_ids(model: nn.Module, generate_kwargs: dict) -> set[int]:
     return set() if eos is None else {int(e) for e in (eos if isinstance(eos, list) else [eos])}
 
 
+def _until_end(new_ids: Tensor, ends: set[int]) -> Tensor:
+    """The generated ids up to and including the first end-of-sequence token."""
+    stop_at = [i for i, token in enumerate(new_ids.tolist()) if token in ends]
+    return new_ids[: stop_at[0] + 1] if stop_at else new_ids
+
+
+def _per_token(recorded: dict, layers: Sequence[str], b: int, steps: int, name: str) -> Tensor:
+    """Example ``b``'s statistic ``name`` for its ``steps`` tokens: ``(n, L, H)`` (one recorded
+    row per call: the prompt's last query makes token 0, each step the next)."""
+    rows = [recorded[name][layer][b, :, :steps] for layer in layers]
+    return torch.stack(rows).permute(2, 0, 1).cpu()
+
+
+def _leaned(
+    weights: dict, layers: Sequence[str], b: int, steps: int, span: tuple[int, int]
+) -> Tensor:
+    """Mean weight over layers and heads of each of the ``steps`` tokens on the context's
+    positions ``span`` of example ``b``: ``(n, C)``."""
+    rows = [weights[layer][b, :, :steps, span[0] : span[1]] for layer in layers]
+    return torch.stack(rows).mean((0, 1)).float().cpu()
+
+
 def generate(
     model: nn.Module,
     tokenizer,
@@ -288,15 +310,11 @@ def generate(
     ends = _end_ids(model, generate_kwargs)
     traces = []
     for b, (prompt_ids, span) in enumerate(encoded):
-        new_ids = output[b, width:]
-        stop_at = [i for i, token in enumerate(new_ids.tolist()) if token in ends]
-        steps = stop_at[0] + 1 if stop_at else len(new_ids)
-        new_ids = new_ids[:steps]
+        new_ids = _until_end(output[b, width:], ends)
+        steps = len(new_ids)
 
         def per_token(name: str, b: int = b, steps: int = steps) -> Tensor:
-            # one row per call: the prompt's last query makes token 0, each step the next
-            rows = [recorded[name][layer][b, :, :steps] for layer in rec.layers]
-            return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
+            return _per_token(recorded, rec.layers, b, steps, name)  # (n, L, H)
 
         new_counts = torch.arange(steps)  # generated tokens visible to each step's query
         ratio = lookback_ratio(
@@ -307,13 +325,7 @@ def generate(
         )
         padded_span = (int(starts[b]), int(stops[b]))
         hits = retrieval_hits(per_token("argmax"), output[b], new_ids[:, None, None], padded_span)
-        leaned = None
-        if context_weights:
-            rows = [
-                weights[layer][b, :, :steps, padded_span[0] : padded_span[1]]
-                for layer in rec.layers
-            ]
-            leaned = torch.stack(rows).mean((0, 1)).float().cpu()  # (n, C)
+        leaned = _leaned(weights, rec.layers, b, steps, padded_span) if context_weights else None
         trace = GenerationTrace(
             text=tokenizer.decode(new_ids, skip_special_tokens=True),
             prompt_ids=prompt_ids,
@@ -382,20 +394,14 @@ def _generate_seq2seq(
     ends = _end_ids(model, generate_kwargs)
     traces = []
     for b, (source_ids, span) in enumerate(encoded):
-        new_ids = output[b, 1:]  # after the decoder's start token
-        stop_at = [i for i, token in enumerate(new_ids.tolist()) if token in ends]
-        steps = stop_at[0] + 1 if stop_at else len(new_ids)
-        new_ids = new_ids[:steps]
+        new_ids = _until_end(output[b, 1:], ends)  # after the decoder's start token
+        steps = len(new_ids)
 
         def per_token(name: str, b: int = b, steps: int = steps) -> Tensor:
-            rows = [recorded[name][layer][b, :, :steps] for layer in layers]
-            return torch.stack(rows).permute(2, 0, 1).cpu()  # (n, L, H)
+            return _per_token(recorded, layers, b, steps, name)  # (n, L, H)
 
         hits = retrieval_hits(per_token("argmax"), input_ids[b], new_ids[:, None, None], span)
-        leaned = None
-        if context_weights:
-            rows = [weights[layer][b, :, :steps, span[0] : span[1]] for layer in layers]
-            leaned = torch.stack(rows).mean((0, 1)).float().cpu()  # (n, C)
+        leaned = _leaned(weights, layers, b, steps, span) if context_weights else None
         trace = GenerationTrace(
             text=tokenizer.decode(new_ids, skip_special_tokens=True),
             prompt_ids=source_ids,
