@@ -22,3 +22,25 @@ def model_dir(tmp_path_factory):
     transformers.LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def fitted_detector():
+    """Makes a detector of attnkit.llm.detection fit on random signals of the right shapes."""
+    from attnkit.llm.detection import make_detector
+    from attnkit.llm.readout import AnswerSignals
+
+    def make(name="lookback lens", layers=2, heads=4, width=32):
+        gen = torch.Generator().manual_seed(0)
+
+        def one():
+            r = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+            return AnswerSignals(r(3, layers, heads), r(3, layers, heads) > 0.5,
+                                 r(3, layers, heads), -r(3, layers, heads), r(3, layers, heads),
+                                 r(3, layers), -r(3), r(3), r(layers, width))  # fmt: skip
+
+        detector = make_detector(name).fit([one() for _ in range(20)], [0, 1] * 10)
+        detector.evidence = {"summary": "AUROC 0.9 [0.8, 1.0] (test evidence)"}
+        return detector
+
+    return make

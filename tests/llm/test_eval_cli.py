@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from attnkit.cli import app
@@ -81,26 +80,8 @@ def test_eval_bad_input(model_dir, tmp_path):
     assert missing.exit_code == 2 and "nowhere.jsonl" in text(missing.output)
 
 
-def _fitted_detector(name="lookback lens", layers=2, heads=4, width=32):
-    """A detector of attnkit.llm.detection fit on random signals of the right shapes."""
-    from attnkit.llm.detection import make_detector
-    from attnkit.llm.readout import AnswerSignals
-
-    gen = torch.Generator().manual_seed(0)
-
-    def one():
-        r = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
-        return AnswerSignals(r(3, layers, heads), r(3, layers, heads) > 0.5, r(3, layers, heads),
-                             -r(3, layers, heads), r(3, layers, heads), r(3, layers), -r(3),
-                             r(3), r(layers, width))  # fmt: skip
-
-    detector = make_detector(name).fit([one() for _ in range(20)], [0, 1] * 10)
-    detector.evidence = {"summary": "AUROC 0.9 [0.8, 1.0] (test evidence)"}
-    return detector
-
-
-def test_eval_with_a_named_detector(model_dir, tmp_path):
-    detector = _fitted_detector("redeep").save(tmp_path / "redeep.json")
+def test_eval_with_a_named_detector(model_dir, tmp_path, fitted_detector):
+    detector = fitted_detector("redeep").save(tmp_path / "redeep.json")
     out = tmp_path / "out"
     done = run(prompts(tmp_path, ROWS), "--model", model_dir, "--out", out,
                "--detector", detector, "--max-new-tokens", 2)  # fmt: skip

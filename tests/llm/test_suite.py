@@ -181,30 +181,12 @@ def test_default_suite():
     assert default_suite(detector).checks[-1].name == "detector score"
 
 
-def _fitted_detector(name="lookback lens", layers=2, heads=4, width=32):
-    """A detector of attnkit.llm.detection fit on random signals of the right shapes."""
-    from attnkit.llm.detection import make_detector
-    from attnkit.llm.readout import AnswerSignals
-
-    gen = torch.Generator().manual_seed(0)
-
-    def one():
-        r = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
-        return AnswerSignals(r(3, layers, heads), r(3, layers, heads) > 0.5, r(3, layers, heads),
-                             -r(3, layers, heads), r(3, layers, heads), r(3, layers), -r(3),
-                             r(3), r(layers, width))  # fmt: skip
-
-    detector = make_detector(name).fit([one() for _ in range(20)], [0, 1] * 10)
-    detector.evidence = {"summary": "AUROC 0.9 [0.8, 1.0] (test evidence)"}
-    return detector
-
-
-def test_answer_detector_scores_each_answer_from_its_signals(lm):
+def test_answer_detector_scores_each_answer_from_its_signals(lm, fitted_detector):
     from attnkit.llm.checks import AnswerDetector
     from attnkit.llm.readout import read_answers
 
     model, tokenizer = lm
-    detector = _fitted_detector()
+    detector = fitted_detector()
     examples = [Example(str(r["id"]), r["prompt"], r["context"] if isinstance(r["context"], str)
                         else tuple(r["context"])) for r in ROWS]  # fmt: skip
     result = Suite([AnswerDetector(detector)], batch_size=2).run(examples, model, tokenizer,
@@ -221,6 +203,6 @@ def test_answer_detector_scores_each_answer_from_its_signals(lm):
     assert suite.settings["detector"] == "lookback lens"
     assert suite.settings["detector evidence"] == "AUROC 0.9 [0.8, 1.0] (test evidence)"
     with pytest.raises(ValueError, match="condition must be given"):
-        AnswerDetector(_fitted_detector("token probability"))
+        AnswerDetector(fitted_detector("token probability"))
     with pytest.raises(TypeError, match="fitted attnkit.llm.detection.Detector"):
         AnswerDetector("detector.json")
