@@ -37,7 +37,7 @@ from rich.progress import Progress
 sys.path.insert(0, str(Path(__file__).parent))
 
 import attnkit
-from attnkit.capture import attention_stats
+from attnkit.recording import attention_stats
 from harness import (
     interleaved,
     machine,

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from attnkit.capture import stats as S
+from attnkit.recording import stats as S
 
 STATS = ("entropy", "max", "sink", "mass:context")
 
@@ -267,7 +267,7 @@ def op_case(length, head_dim, dtype, device, rounds, stats=STATS, heads=32, kv_h
 
 def chosen_configs() -> dict[str, str]:
     try:
-        from attnkit.capture import triton_stats
+        from attnkit.recording import triton_stats
 
         return triton_stats.chosen_configs()
     except Exception:  # no triton (dry run on a CPU)

@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import attnkit
 from attnkit import MultiHeadAttention
-from attnkit.capture import intervene
 from attnkit.data import make_evidence_task
 from attnkit.interpret import judge, relevance, rollout
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.faithfulness import CONVENTIONS
 from attnkit.interpret.replication import jain_wallace
 from attnkit.interpret.verdicts import format_number, format_percent
+from attnkit.recording import intervene
 from harness import RESULTS, machine, markdown_table, write_results
 
 LENGTH, DIM = 12, 32

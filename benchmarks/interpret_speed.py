@@ -20,7 +20,6 @@ Times are medians of ``--repeats`` runs (the scipy full matrix: one run, it take
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shutil
 import statistics
@@ -33,11 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from attnkit.interpret import attention_flow as flow_module
 from attnkit.interpret import flow, rollout
 from attnkit.interpret.report import render_report
 from harness import machine, markdown_table, screenshot, write_results
-
-flow_module = importlib.import_module("attnkit.interpret.flow")  # the package re-exports flow()
 
 
 def _median_seconds(fn, repeats: int) -> float:

@@ -6,7 +6,7 @@ The pretrained encoder (6 layers × 12 heads, loaded offline from ``gt-all-minil
 its last layer are fine-tuned with a two-class head for a few hundred steps; then, on held-out
 sentences:
 
-- every explanation method of :func:`attnkit.interpret.explain.explain`: how often its
+- every explanation method of :func:`attnkit.interpret.explain`: how often its
   top-ranked word is the evidence word, Kendall's τ with leave-one-out over magnitudes and
   signed side by side with 95% bootstrap intervals, and the verdict each convention gives
   (over all tokens, [CLS] and [SEP] included, as ``attnkit explain`` judges);
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.data import make_evidence_task
 from attnkit.interpret import head_importance, prune_heads
-from attnkit.interpret.explain import explain
+from attnkit.interpret.explanation import explain
 from attnkit.interpret.replication import pair_agreements
 from attnkit.interpret.verdicts import format_number, format_percent
 from harness import RESULTS, machine, markdown_table, screenshot, write_results

@@ -147,7 +147,7 @@ def explain(
     from rich.console import Console
     from rich.progress import Progress
 
-    from attnkit.interpret.explain import explain as run_explain
+    from attnkit.interpret.explanation import explain as run_explain
     from attnkit.interpret.loading import load_explainable
     from attnkit.llm.attribution import load_generator
 

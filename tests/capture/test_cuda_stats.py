@@ -55,7 +55,7 @@ def _statistics(weights, spans):
 
 
 def _kernel(q, k, v, mask, causal, scale, spans, softcap):
-    from attnkit.capture import triton_stats
+    from attnkit.recording import triton_stats
 
     out, lse, entropy, best, index, masses = triton_stats.flash_stats(
         q, k, v, mask, causal, scale, spans, True, softcap=softcap
@@ -156,7 +156,7 @@ def test_kernel_matches_eager_fp16(case):
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_every_tuning_candidate_is_exact(monkeypatch, head_dim):
     """Each block configuration the autotuner may pick gives the same, exact numbers."""
-    from attnkit.capture import triton_stats
+    from attnkit.recording import triton_stats
 
     monkeypatch.setattr(triton_stats, "TUNE_FROM", 1 << 40)  # the fixed configuration always
     for dtype, candidates in (
@@ -176,7 +176,7 @@ def test_autotuned_path_is_exact():
 
 
 def test_softcap_is_validated():
-    from attnkit.capture import triton_stats
+    from attnkit.recording import triton_stats
 
     q = torch.randn(1, 1, 4, 16, device="cuda")
     with pytest.raises(ValueError, match="softcap"):

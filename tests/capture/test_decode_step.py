@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from attnkit.attention.backends import math_attention
-from attnkit.capture import kernel
-from attnkit.capture import stats as S
+from attnkit.recording import kernel
+from attnkit.recording import stats as S
 
 ALL = ("entropy", "max", "argmax", "sink")
 
 
 @pytest.fixture(autouse=True)
 def needs_kernel():
-    if not kernel.available():
+    if not kernel.is_available():
         pytest.skip("attnkit's CPU statistics kernel could not be built here (no C++ compiler)")
 
 

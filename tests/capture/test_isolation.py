@@ -1,7 +1,6 @@
 """capture() touches only the model it was given: other models, left-out layers and other
 threads run as they would without it; what it cannot read is refused at the start."""
 
-import importlib
 import threading
 
 import pytest
@@ -41,7 +40,8 @@ def test_other_models_and_left_out_layers_run_untouched(monkeypatch):
     with torch.no_grad():
         expected_other, expected_gemma = other(IDS).logits, gemma(IDS).logits
     calls = []
-    hf = importlib.import_module("attnkit.capture.hf")  # attnkit.capture is the function
+    from attnkit.recording import hf
+
     real = hf.attend
 
     def counted(module, *args, **kwargs):

@@ -5,7 +5,7 @@ import torch
 
 import attnkit
 from attnkit.attention.backends import math_attention
-from attnkit.capture import stats as S
+from attnkit.recording import stats as S
 
 ALL = ("entropy", "max", "argmax", "sink")
 

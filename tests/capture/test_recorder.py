@@ -7,7 +7,7 @@ from torch import nn
 import attnkit
 from attnkit import MultiHeadAttention
 from attnkit.attention import backends
-from attnkit.capture import attention_layers, stats_from_weights
+from attnkit.recording import attention_layers, stats_from_weights
 
 STATS = ("entropy", "max", "argmax", "sink")
 
@@ -20,12 +20,12 @@ STATS = ("entropy", "max", "argmax", "sink")
 def block(request, monkeypatch):
     """Run every test with short inputs as one tile, on the fused CPU kernel where it applies,
     and on the fallback path streamed over 4-key blocks."""
-    from attnkit.capture import kernel, stats
+    from attnkit.recording import kernel, stats
 
     size, use_kernel = request.param
     monkeypatch.setattr(stats, "BLOCK", size)
     if not use_kernel:
-        monkeypatch.setattr(kernel, "available", lambda device="cpu": False)
+        monkeypatch.setattr(kernel, "is_available", lambda device="cpu": False)
     return size
 
 
@@ -106,7 +106,7 @@ def test_restored_after_an_exception():
     with pytest.raises(RuntimeError, match="boom"), attnkit.capture(model, weights=True):
         raise RuntimeError("boom")
     assert model.first.backend == "auto" and model.second.backend == "auto"
-    assert not [n for n in backends.available() if n.startswith("attnkit.capture")]
+    assert not [n for n in backends.available() if n.startswith("attnkit.capture.")]
 
 
 def _torch_masks(batch, length, kind):
@@ -256,7 +256,7 @@ def test_interface_is_untouched_and_config_restored(hf_models):
 def test_softcap_is_read_and_sinks_refused(hf_models):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from attnkit.capture.stats import capped_attention
+    from attnkit.recording.stats import capped_attention
 
     sdpa, _ = hf_models["llama"]
     layer = sdpa.model.layers[0].self_attn

@@ -7,8 +7,8 @@ import torch
 
 from attnkit.attention.backends import math_attention
 from attnkit.attention.positional import ALiBi
-from attnkit.capture import kernel
-from attnkit.capture import stats as S
+from attnkit.recording import kernel
+from attnkit.recording import stats as S
 
 ALL = ("entropy", "max", "argmax", "sink")
 SPANS = {"context": (3, 40), "tail": (60, 200)}
@@ -65,7 +65,7 @@ def test_streamed_stats_equal_the_weights_statistics(monkeypatch, dv, causal, gq
 @pytest.fixture
 def kernel_calls(monkeypatch):
     """Count the calls that reach attnkit's fused CPU kernel."""
-    if not kernel.available():
+    if not kernel.is_available():
         pytest.skip("attnkit's CPU statistics kernel could not be built here (no C++ compiler)")
     calls = []
 

@@ -22,7 +22,7 @@ import torch
 from zoo import ARCHS, VOCAB, build, inputs
 
 import attnkit
-from attnkit.capture import attention_layers, stats_from_weights
+from attnkit.recording import attention_layers, stats_from_weights
 
 transformers = pytest.importorskip("transformers")
 

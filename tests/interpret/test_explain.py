@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attnkit.interpret.explain import STEPS, explain
+from attnkit.interpret.explanation import STEPS, explain
 from attnkit.interpret.loading import load_explainable
 
 transformers = pytest.importorskip("transformers")

@@ -1,16 +1,13 @@
 """Attention flow: the one-layer oracle and networkx's float max-flow as the reference, for the
 compiled solver and for the scipy fallback."""
 
-import importlib
-
 import networkx as nx
 import numpy as np
 import pytest
 import torch
 
-from attnkit.interpret.flow import flow
-
-flow_module = importlib.import_module("attnkit.interpret.flow")  # the package re-exports flow()
+from attnkit.interpret import attention_flow as flow_module
+from attnkit.interpret.attention_flow import flow
 
 
 @pytest.fixture(params=["c", "scipy"])

@@ -8,14 +8,14 @@ from torch import nn
 
 import attnkit
 from attnkit import MultiHeadAttention
-from attnkit.capture import intervene
 from attnkit.interpret.faithfulness import (
     adversarial_attention,
-    jensen_shannon,
+    js_divergence,
     permutation_test,
     permute_weights,
     total_variation,
 )
+from attnkit.recording import intervene
 
 
 class Pooled(nn.Module):
@@ -43,8 +43,8 @@ def test_permute_weights_keeps_values_and_zeros():
 def test_divergences():
     p, q = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert total_variation(p, q).item() == 1.0
-    assert jensen_shannon(p, q).item() == pytest.approx(math.log(2))
-    assert jensen_shannon(p, p).item() == 0.0
+    assert js_divergence(p, q).item() == pytest.approx(math.log(2))
+    assert js_divergence(p, p).item() == 0.0
 
 
 def test_intervene_edits_and_restores():

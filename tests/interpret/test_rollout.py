@@ -108,7 +108,7 @@ def test_head_stats_query_mask():
 
 
 def test_encoder_decoder_rollout_equals_a_hand_computed_mixture():
-    from attnkit.interpret.rollout import rollout_encoder_decoder
+    from attnkit.interpret.attention_rollout import rollout_encoder_decoder
 
     # one encoder layer over S = 2 source tokens, one decoder layer over T = 2 tokens, one head
     encoder = torch.tensor([[[[0.5, 0.5], [0.0, 1.0]]]])  # Â = norm(A + I) = [[.75,.25],[0,1]]

@@ -18,7 +18,7 @@ from attnkit.llm.checks import (
     worst,
 )
 from attnkit.llm.detector import LookbackLens, span_features
-from attnkit.llm.generate import GenerationTrace
+from attnkit.llm.generation import GenerationTrace
 
 P, W, F, S = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP
 

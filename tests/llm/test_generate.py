@@ -96,7 +96,7 @@ def test_bad_input(models, tokenizer):
 
 def test_trace_hooks_see_every_generation(models, tokenizer, caplog):
     sdpa, _ = models
-    from attnkit.llm.generate import add_trace_hook
+    from attnkit.llm.generation import add_trace_hook
 
     seen = []
 
@@ -105,7 +105,7 @@ def test_trace_hooks_see_every_generation(models, tokenizer, caplog):
 
     handles = [add_trace_hook(seen.append), add_trace_hook(broken)]
     kwargs = {"context": (0, 3), "max_new_tokens": 2, "do_sample": False}
-    with caplog.at_level("ERROR", logger="attnkit.llm.generate"):
+    with caplog.at_level("ERROR", logger="attnkit.llm.generation"):
         trace = generate(sdpa, tokenizer, PROMPT, **kwargs)  # the broken hook does not lose it
     assert seen == [trace] and len(trace.new_ids) == 2
     assert "observer down" in caplog.text

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnkit.llm.generate import generate
+from attnkit.llm.generation import generate
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnkit.interpret.attention_rollout import rollout
 from attnkit.interpret.faithfulness import BINS, eraser
-from attnkit.interpret.rollout import rollout
 from attnkit.llm.attribution import METHODS, attribute
 
 transformers = pytest.importorskip("transformers")

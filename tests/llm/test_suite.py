@@ -16,7 +16,7 @@ from attnkit.llm.checks import (
     SignalCheck,
     Status,
 )
-from attnkit.llm.generate import generate
+from attnkit.llm.generation import generate
 from attnkit.llm.suite import Example, Suite, SuiteResult, default_suite, load_prompts
 
 transformers = pytest.importorskip("transformers")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.llm.generate import generate
+from attnkit.llm.generation import generate
 from attnkit.llm.testbed import (
     ABSTAIN,
     Example,

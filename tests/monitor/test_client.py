@@ -1,6 +1,5 @@
 """The Python client: summaries of a GenerationTrace, per-token traces, batching, retries."""
 
-import importlib
 import threading
 import time
 from dataclasses import replace
@@ -13,7 +12,7 @@ from monitor_testing import TOKEN
 
 from attnkit.llm.detection import make_detector, recommended_detector
 from attnkit.llm.detector import LookbackLens, span_features
-from attnkit.llm.generate import GenerationTrace
+from attnkit.llm.generation import GenerationTrace
 from attnkit.monitor.client import Monitor, summarize, token_trace
 from attnkit.monitor.store import Store
 
@@ -233,7 +232,7 @@ def test_bad_options():
 
 def test_attach_registers_log_on_the_generation_hook(counting_store, monkeypatch):
     """Against a stand-in for ``add_trace_hook`` (the contract: fn(trace) after each call)."""
-    generation = importlib.import_module("attnkit.llm.generate")  # the module, not the function
+    from attnkit.llm import generation
 
     hooks = []
 
@@ -282,7 +281,8 @@ CONTEXT = "the capital of france is paris."
 
 @pytest.mark.slow
 def test_attach_logs_every_generate_call(tiny_lm, tmp_path, caplog):
-    generation = importlib.import_module("attnkit.llm.generate")
+    from attnkit.llm import generation
+
     model, tokenizer = tiny_lm
     url = f"sqlite:///{tmp_path / 'hooked.db'}"
     with Monitor(url, tags={"model": "tiny"}) as monitor:
@@ -309,7 +309,7 @@ def test_attach_logs_every_generate_call(tiny_lm, tmp_path, caplog):
 
 @pytest.mark.slow
 def test_a_real_generation_is_logged_with_its_token_trace(tiny_lm, tmp_path):
-    from attnkit.llm.generate import generate
+    from attnkit.llm.generation import generate
 
     model, tokenizer = tiny_lm
     trace = generate(model, tokenizer, PROMPT, context=CONTEXT, max_new_tokens=5, do_sample=False)

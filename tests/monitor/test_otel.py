@@ -10,7 +10,7 @@ sdk = pytest.importorskip("opentelemetry.sdk.trace")
 memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
 export = pytest.importorskip("opentelemetry.sdk.trace.export")
 
-from attnkit.llm.generate import GenerationTrace, add_trace_hook, generate  # noqa: E402
+from attnkit.llm.generation import GenerationTrace, add_trace_hook, generate  # noqa: E402
 from attnkit.monitor.otel import SIGNALS, OTelExporter, span_attributes  # noqa: E402
 
 

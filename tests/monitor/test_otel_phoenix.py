@@ -20,7 +20,7 @@ import torch
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
-from attnkit.llm.generate import add_trace_hook, generate  # noqa: E402
+from attnkit.llm.generation import add_trace_hook, generate  # noqa: E402
 from attnkit.monitor.otel import OTelExporter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

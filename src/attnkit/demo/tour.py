@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from attnkit.attention import KVCache, MultiHeadAttention, SoftAttention, backends
-from attnkit.capture import capture, stats_from_weights
 from attnkit.demo.result import StepContext, StepResult, Table
+from attnkit.recording import capture, stats_from_weights
 
 __all__ = ["TourStep", "mechanisms_tour", "tour_step"]
 

@@ -1,19 +1,28 @@
-"""Explanations from attention, and how far they can be trusted."""
+"""Explanations from attention, and how far they can be trusted.
 
-from attnkit.interpret.flow import flow
+:func:`explain` runs every explanation method on a classifier and judges each against
+erasure-based faithfulness (:class:`Explanation`); the methods' maps are also functions of their
+own: :func:`rollout`, :func:`flow`, :func:`relevance`, :func:`head_importance`.
+"""
+
+from attnkit._moved import moved_name
+from attnkit.interpret.attention_flow import flow
+from attnkit.interpret.attention_rollout import fuse_heads, rollout, rollout_encoder_decoder
+from attnkit.interpret.explanation import Explanation, explain
 from attnkit.interpret.heads import HeadStats, head_stats
-from attnkit.interpret.loading import Explainable, load_explainable, save_vocabulary
+from attnkit.interpret.loading import Explainable, load_explainable
 from attnkit.interpret.pruning import PruningCurve, prune_heads, pruned
-from attnkit.interpret.relevance import HeadImportance, head_importance, relevance
-from attnkit.interpret.rollout import fuse_heads, rollout, rollout_encoder_decoder
+from attnkit.interpret.relevance_maps import HeadImportance, head_importance, relevance
 from attnkit.interpret.verdicts import MethodVerdict, judge
 
 __all__ = [
     "Explainable",
+    "Explanation",
     "HeadImportance",
     "HeadStats",
     "MethodVerdict",
     "PruningCurve",
+    "explain",
     "flow",
     "fuse_heads",
     "head_importance",
@@ -25,5 +34,8 @@ __all__ = [
     "relevance",
     "rollout",
     "rollout_encoder_decoder",
-    "save_vocabulary",
 ]
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)

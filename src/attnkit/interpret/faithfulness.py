@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnkit._moved import moved_name
 from attnkit.interpret.attribution import Classifier
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
     "RankAgreement",
     "adversarial_attention",
     "eraser",
-    "jensen_shannon",
+    "js_divergence",
     "percentile_bootstrap",
     "permutation_test",
     "permute_weights",
@@ -260,7 +261,7 @@ def total_variation(p: Tensor, q: Tensor) -> Tensor:
     return 0.5 * (p - q).abs().sum(-1)
 
 
-def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
+def js_divergence(p: Tensor, q: Tensor) -> Tensor:
     """Jensen–Shannon divergence (nats, at most ln 2) over the last dimension."""
     middle = 0.5 * (p + q)
 
@@ -303,7 +304,7 @@ def permutation_test(
     A small change means the output does not depend on *which* tokens get the weight: the
     weights then say little about why the model decided as it did.
     """
-    from attnkit.capture import intervene
+    from attnkit.recording import intervene
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -343,7 +344,7 @@ def adversarial_attention(
     (Jain & Wallace 2019, section 4.2). A large JSD at ``TVD <= ε`` means very different
     attention explains the same decision equally well. ``run`` must keep autograd enabled.
     """
-    from attnkit.capture import capture, intervene
+    from attnkit.recording import capture, intervene
 
     with torch.no_grad(), capture(model, weights=True, layers=[layer]) as rec:
         base = run().softmax(-1)
@@ -359,7 +360,7 @@ def adversarial_attention(
         candidate = logits.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
         with intervene(model, lambda _, w, chosen=candidate: chosen, [layer]):
             tvd = total_variation(run().softmax(-1), base)  # (B,)
-        jsd = jensen_shannon(candidate, original).mean(dim=(1, 2))  # (B,)
+        jsd = js_divergence(candidate, original).mean(dim=(1, 2))  # (B,)
         better = (tvd <= epsilon) & (jsd > best_jsd)
         best_jsd = torch.where(better, jsd.detach(), best_jsd)
         best_tvd = torch.where(better, tvd.detach(), best_tvd)
@@ -368,3 +369,7 @@ def adversarial_attention(
         loss.backward()
         optimizer.step()
     return AdversarialResult(best_jsd, best_tvd, epsilon)
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)

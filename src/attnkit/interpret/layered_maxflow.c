@@ -7,7 +7,7 @@
  * phase needs no breadth-first search (a node's layer is its distance) and follows forward edges
  * only, largest capacity first; a layer L - 1 node goes straight to its edge into the sink. Each
  * solve stops as soon as the flow reaches min(out-capacity of the source, in-capacity of the
- * sink), which the first phase nearly always does on attention graphs. Built by attnkit.interpret.flow with the system C compiler.
+ * sink), which the first phase nearly always does on attention graphs. Built by attnkit.interpret.attention_flow with the system C compiler.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-"""What :func:`attnkit.interpret.explain.explain` explains, found from a name or a path.
+"""What :func:`attnkit.interpret.explain` explains, found from a name or a path.
 
 :func:`load_explainable` takes what a user types after ``attnkit explain``:
 

@@ -3,7 +3,7 @@ Really Better than One?", §4).
 
 Heads are removed from least to most important (:meth:`HeadImportance.ranking`); after each
 step the user's metric is measured on the pruned model. A pruned head's attention weights are
-set to zero through :func:`attnkit.capture.intervene`, so its output is zero, which is what the
+set to zero through :func:`attnkit.recording.intervene`, so its output is zero, which is what the
 paper's head mask ``ξ_h = 0`` does, on any model capture supports, without editing its code.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnkit.capture import intervene
-from attnkit.interpret.relevance import HeadImportance
+from attnkit.interpret.relevance_maps import HeadImportance
+from attnkit.recording import intervene
 
 __all__ = ["PruningCurve", "prune_heads", "pruned"]
 

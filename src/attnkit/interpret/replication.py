@@ -357,7 +357,7 @@ def jain_wallace(
     Returns:
         The table and the predicted classes ``(B,)``.
     """
-    from attnkit.interpret.explain import _read
+    from attnkit.interpret.explanation import _read
 
     if getattr(model, "pool", None) is None or model.config.attention == "hard":
         raise ValueError(

@@ -44,11 +44,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attnkit.capture import capture
+from attnkit.interpret.attention_rollout import rollout
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.faithfulness import BINS, eraser, rank_agreement
-from attnkit.interpret.rollout import rollout
 from attnkit.interpret.verdicts import MIN_GAIN, MIN_SPAN
+from attnkit.recording import capture
 
 __all__ = ["METHODS", "Attribution", "FaithfulnessVerdict", "attribute", "load_generator"]
 

@@ -1,7 +1,7 @@
 """Evaluation checks over generations: a value per example, PASS / WARN / FAIL for it and for the
 dataset (in the spirit of Deepchecks' checks and conditions and Evidently's tests).
 
-A check measures one value per example from its :class:`~attnkit.llm.generate.GenerationTrace`
+A check measures one value per example from its :class:`~attnkit.llm.generation.GenerationTrace`
 (a mean attention signal, a detector score, the answer's length, whether it refuses, whether it
 holds the expected answer). Its :class:`Condition` turns the value into a status; its
 :class:`ShareCondition` turns the shares of failing and non-passing examples into the dataset's
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from attnkit.llm.generate import GenerationTrace
+from attnkit.llm.generation import GenerationTrace
 
 __all__ = [
     "AnswerDetector",

@@ -403,7 +403,7 @@ def check_trace_detector(detector: object) -> None:
 
 def trace_score(detector: object, trace) -> float:
     """Probability of hallucination of one answer from its
-    :class:`~attnkit.llm.generate.GenerationTrace` (``trace.lookback_ratio``, ``(n, L, H)``), by
+    :class:`~attnkit.llm.generation.GenerationTrace` (``trace.lookback_ratio``, ``(n, L, H)``), by
     a detector :func:`check_trace_detector` accepts."""
     from attnkit.llm.detector import LookbackLens, span_features
 

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from attnkit.llm.detector import span_features
-from attnkit.llm.generate import GenerationTrace, generate
+from attnkit.llm.generation import GenerationTrace, generate
 
-__all__ = ["ChunkChoice", "Detector", "GuidedGeneration", "guided_generate"]
+__all__ = ["ChunkChoice", "GuidedGeneration", "SpanClassifier", "guided_generate"]
 
 
-class Detector(Protocol):
+class SpanClassifier(Protocol):
     """Anything that maps ``(n, L·H)`` span features to ``(n,)`` hallucination probabilities."""
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray: ...
@@ -58,7 +58,7 @@ def guided_generate(
     tokenizer,
     prompt: str,
     context: str,
-    detector: Detector,
+    detector: SpanClassifier,
     num_candidates: int = 4,
     chunk_size: int = 8,
     max_new_tokens: int = 32,

@@ -6,7 +6,7 @@ convention of :func:`attnkit.llm.generate`), for every layer ``l`` and head ``h`
 
 - ``context_mass[t, l, h]``: weight on the context span, **streamed** by
   :func:`attnkit.capture` (``mass:context``, no ``Q × K`` matrix);
-- ``lookback_ratio``, ``retrieval``: taken from the :class:`~attnkit.llm.generate.GenerationTrace`
+- ``lookback_ratio``, ``retrieval``: taken from the :class:`~attnkit.llm.generation.GenerationTrace`
   (streamed during generation);
 - ``log_diag[t, l, h] = log a_tt``: the weight of the query on its own position (LLM-Check,
   Sriramanan et al. 2024). ``attnkit.capture`` has no streamed statistic for it, so it is
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnkit.capture import capture
-from attnkit.llm.generate import GenerationTrace
+from attnkit.llm.generation import GenerationTrace
+from attnkit.recording import capture
 
 __all__ = ["AnswerSignals", "read_answers"]
 

@@ -40,7 +40,7 @@ from attnkit.llm.checks import (
     Status,
     worst,
 )
-from attnkit.llm.generate import GenerationTrace, generate
+from attnkit.llm.generation import GenerationTrace, generate
 
 __all__ = ["Example", "ExampleRecord", "Suite", "SuiteResult", "default_suite", "load_prompts"]
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from attnkit.llm.detector import span_features, window_features
-from attnkit.llm.generate import GenerationTrace, generate
+from attnkit.llm.generation import GenerationTrace, generate
 from attnkit.models.lm import CausalLM, CausalLMConfig
 
 __all__ = [

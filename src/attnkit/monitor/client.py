@@ -1,6 +1,6 @@
 """The Python client: ``Monitor(url).log(trace, tags=...)`` records generations, in batches.
 
-A record is a summary of one :class:`attnkit.llm.generate.GenerationTrace`: the mean over new
+A record is a summary of one :class:`attnkit.llm.generation.GenerationTrace`: the mean over new
 tokens, layers and heads of the lookback ratio (Chuang et al. 2024), attention entropy, sink mass
 and largest weight, the prompt and answer lengths, optionally a Lookback Lens detector's score
 and a compact per-token trace (per token means over layers and heads, and the context tokens the
@@ -129,7 +129,7 @@ def summarize(
     """The record of one generation (the body of ``POST /v1/records``).
 
     Args:
-        trace: a :class:`~attnkit.llm.generate.GenerationTrace`.
+        trace: a :class:`~attnkit.llm.generation.GenerationTrace`.
         tags: string tags; ``model`` and ``version`` go to their own (indexed) fields.
         request_id: unique id of the request (default: a random UUID).
         detector: a fitted lookback lens: :func:`attnkit.llm.detection.recommended_detector`
@@ -537,10 +537,10 @@ class Monitor:
                 delay = min(2 * delay, self.config.retry_max)
 
     def attach(self):
-        """Log every :func:`attnkit.llm.generate.generate` call until :meth:`close`; returns the
+        """Log every :func:`attnkit.llm.generate` call until :meth:`close`; returns the
         hook's handle (``handle.remove()`` detaches earlier). A generation whose record is
         invalid is logged as an error and kept in :attr:`rejected`; it never stops the model."""
-        from attnkit.llm.generate import add_trace_hook
+        from attnkit.llm.generation import add_trace_hook
 
         def hook(trace) -> None:
             try:

@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from attnkit._moved import moved_name
+
 __all__ = [
     "DATASET_DRIFT_SHARE",
     "DEFAULT_THRESHOLDS",
@@ -76,7 +78,7 @@ __all__ = [
     "default_method",
     "drift_report",
     "drift_test",
-    "jensen_shannon",
+    "js_distance",
     "ks",
     "psi",
     "shared_edges",
@@ -234,7 +236,7 @@ def wasserstein(reference: ArrayLike, current: ArrayLike) -> float:
     return distance / spread
 
 
-def jensen_shannon(reference: ArrayLike, current: ArrayLike, bins: int = JS_BINS) -> float:
+def js_distance(reference: ArrayLike, current: ArrayLike, bins: int = JS_BINS) -> float:
     """Jensen–Shannon distance (natural log) between the windows' histograms on shared bins.
 
     The ``bins`` equal-width bins span the range of both windows together
@@ -287,7 +289,7 @@ def drift_test(
         statistic, p_value = ks(ref, cur)
         drifted = p_value <= bound
     else:
-        measure = {"psi": psi, "wasserstein": wasserstein, "jensenshannon": jensen_shannon}
+        measure = {"psi": psi, "wasserstein": wasserstein, "jensenshannon": js_distance}
         statistic = measure[method](ref, cur)
         drifted = statistic >= bound
     return DriftResult(signal, method, statistic, bound, bool(drifted), p_value, ref.size, cur.size)
@@ -323,3 +325,7 @@ def drift_report(
         results[name] = drift_test(ref, cur, signal=name, method=method)
     share = sum(r.drifted for r in results.values()) / len(results) if results else 0.0
     return DriftReport(results, share, bool(results) and share >= DATASET_DRIFT_SHARE, skipped)
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)

@@ -1,4 +1,4 @@
-"""OpenTelemetry export: each :class:`~attnkit.llm.generate.GenerationTrace` as one span, sent
+"""OpenTelemetry export: each :class:`~attnkit.llm.generation.GenerationTrace` as one span, sent
 through ``opentelemetry-sdk`` to any OTLP endpoint (Arize Phoenix, Langfuse, an OTel collector).
 
 The span follows the OpenInference semantic conventions for an LLM call (Arize's
@@ -20,7 +20,7 @@ observability tool shows it as a generation, and carries attnkit's attention sig
 Use it as a trace hook, so that every :func:`attnkit.llm.generate` call is exported::
 
     exporter = OTelExporter(endpoint="http://127.0.0.1:6006/v1/traces", model_name="my-llm")
-    handle = attnkit.llm.generate.add_trace_hook(exporter)   # handle.remove() stops it
+    handle = attnkit.llm.generation.add_trace_hook(exporter)   # handle.remove() stops it
     ...
     exporter.shutdown()                              # flush what is still batched
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from attnkit.llm.generate import GenerationTrace
+from attnkit.llm.generation import GenerationTrace
 
 __all__ = ["SIGNALS", "OTelExporter", "span_attributes"]
 

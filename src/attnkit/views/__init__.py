@@ -1,10 +1,10 @@
 """Notebook views of attnkit's rich objects: self-contained HTML (inline style and script, no
 CDN, nothing fetched), shown by ``_repr_html_`` in Jupyter, VS Code and exported notebooks.
 
-- :func:`recording_view`: a :class:`~attnkit.capture.Recording` as model view and head view;
-- :func:`explanation_view`: an :class:`~attnkit.interpret.explain.Explanation`'s verdicts and
+- :func:`recording_view`: a :class:`~attnkit.recording.Recording` as model view and head view;
+- :func:`explanation_view`: an :class:`~attnkit.interpret.Explanation`'s verdicts and
   token strips;
-- :func:`trace_view`: a :class:`~attnkit.llm.generate.GenerationTrace`'s answer by lookback
+- :func:`trace_view`: a :class:`~attnkit.llm.generation.GenerationTrace`'s answer by lookback
   ratio and the context tokens each answer token leaned on;
 - :func:`suite_view`: a :class:`~attnkit.llm.suite.SuiteResult`'s tables;
 - :func:`attribution_view`: an :class:`~attnkit.llm.attribution.Attribution` of generated

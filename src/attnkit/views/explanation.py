@@ -1,4 +1,4 @@
-"""The notebook view of an :class:`~attnkit.interpret.explain.Explanation`: its verdicts (with
+"""The notebook view of an :class:`~attnkit.interpret.Explanation`: its verdicts (with
 the number of examples they rest on) and, per example, a token strip per method.
 
 Plain HTML (no script): the verdict table and strips are those of the HTML report

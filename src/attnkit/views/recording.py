@@ -1,4 +1,4 @@
-"""The notebook view of a :class:`~attnkit.capture.Recording`: a model view and a head view.
+"""The notebook view of a :class:`~attnkit.recording.Recording`: a model view and a head view.
 
 - **Model view** (as in bertviz, Vig 2019): every layer × head as a small heatmap, one picture
   (a PNG drawn here, so it shows in a static render too); click a cell to pick that head.
@@ -47,7 +47,7 @@ def recording_view(
     """The interactive view of one example of a recording.
 
     Args:
-        recording: a :class:`~attnkit.capture.Recording` (weights ``{layer: (B, H, Q, K)}``).
+        recording: a :class:`~attnkit.recording.Recording` (weights ``{layer: (B, H, Q, K)}``).
         tokens: the ``K`` key tokens as text (default their positions).
         query_tokens: the ``Q`` query tokens, when they are not the last ``Q`` keys (cross
             attention); default ``tokens[K - Q:]``.

@@ -1,4 +1,4 @@
-"""The notebook view of a :class:`~attnkit.llm.generate.GenerationTrace`: the answer's tokens
+"""The notebook view of a :class:`~attnkit.llm.generation.GenerationTrace`: the answer's tokens
 coloured by their lookback ratio (Chuang et al. 2024; mean over layers and heads: darker blue, the
 token's queries looked more at the context than at the answer so far), and the context tokens
 shaded by how much the answer leaned on them (its recorded ``context_weights``: mean over the

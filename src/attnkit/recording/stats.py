@@ -14,7 +14,7 @@ Optimization"; Gemma Team 2024), the statistics of each query ``i`` are:
   batch or one range per example (left-padded batches).
 
 No ``Q × K`` matrix is formed (a full ``(Q, K)`` mask passed in is used as it is). Without a
-score bias and without autograd, attnkit's own fused kernels (:mod:`attnkit.capture.kernel`:
+score bias and without autograd, attnkit's own fused kernels (:mod:`attnkit.recording.kernel`:
 C++ for float32 on the CPU, Triton on CUDA) compute the output and every statistic in one
 flash-attention pass. Elsewhere, or where no kernel can be built:
 
@@ -45,7 +45,7 @@ from torch import Tensor
 from attnkit.attention.backends import math_attention, weighted_values
 from attnkit.attention.functional import causal_mask, kv_groups, softmax
 from attnkit.attention.output import AttentionOutput
-from attnkit.capture import kernel
+from attnkit.recording import kernel
 
 __all__ = [
     "BASIC_STATS",
@@ -399,7 +399,7 @@ def checked_stats(
             torch.is_grad_enabled()
             and (query.requires_grad or key.requires_grad or value.requires_grad)
         )
-        and kernel.available("cpu")
+        and kernel.is_available("cpu")
     ):  # as _kernel_applies, written out: this runs for every layer at every decoding step
         scale = query.shape[-1] ** -0.5 if scale is None else scale
         if mask is not None and mask.dim() < 4:
@@ -581,7 +581,7 @@ def _kernel_applies(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | No
         and all(x.device == query.device and x.dtype == query.dtype for x in inputs)
         and query.dtype in dtypes
         and not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs))
-        and kernel.available(query.device)
+        and kernel.is_available(query.device)
     )
 
 
@@ -596,7 +596,7 @@ def _kernel_stats(
     spans: Mapping[str, Span],
     softcap: float | None = None,
 ) -> AttentionOutput:
-    """Every statistic from one pass of :func:`attnkit.capture.kernel.flash_stats`.
+    """Every statistic from one pass of :func:`attnkit.recording.kernel.flash_stats`.
 
     Per-example spans (``(starts, stops)`` tensors) go to the CPU kernel as one ``(S, B, 2)``
     table of each example's ranges.

@@ -2,7 +2,7 @@
 
 Every adapter (attnkit modules, ``nn.MultiheadAttention``, Hugging Face layers) ends here with
 the layer's own query, key and value. Weights are materialized only when a block (or the caller)
-asks for them; statistics otherwise come from the streamed kernel (:mod:`attnkit.capture.stats`).
+asks for them; statistics otherwise come from the streamed kernel (:mod:`attnkit.recording.stats`).
 
 A call may see its keys through a window of a longer sequence (a sliding-window KV cache keeps
 only the last keys; a static cache holds empty slots after the tokens seen so far). Its
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from attnkit.attention import backends
 from attnkit.attention.output import AttentionOutput
-from attnkit.capture.stats import (
+from attnkit.recording.stats import (
     Span,
     attention_stats,
     capped_attention,

@@ -2,12 +2,12 @@
 
 One flash-attention pass gives the output, the score log-sum-exp, the entropy, the largest score
 and its key, and the mass of each key span, with one tile of memory per thread or program. On
-CUDA devices the kernel is :mod:`attnkit.capture.triton_stats` (needs ``triton``). The CPU
+CUDA devices the kernel is :mod:`attnkit.recording.triton_stats` (needs ``triton``). The CPU
 kernel (``flash_stats.cpp``) is compiled with the system's C++ compiler through
 :func:`torch.utils.cpp_extension.load` the first time statistics are asked for on the CPU
 (10 to 30 seconds, cached afterwards under
 ``TORCH_EXTENSIONS_DIR``). Where it cannot be built (no compiler, a BLAS without ``sgemm_``) or
-``ATTNKIT_NO_KERNEL=1`` is set, :mod:`attnkit.capture.stats` falls back to PyTorch's fused
+``ATTNKIT_NO_KERNEL=1`` is set, :mod:`attnkit.recording.stats` falls back to PyTorch's fused
 kernels plus a tiled pass: the same numbers, more slowly.
 """
 
@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "flash_stats"]
+__all__ = ["flash_stats", "is_available"]
 
 _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("flash_stats.cpp")
 _loaded: bool | None = None
 
 
-def available(device: torch.device | str = "cpu") -> bool:
+def is_available(device: torch.device | str = "cpu") -> bool:
     """Whether a kernel runs on ``device`` (builds the CPU kernel on the first call)."""
     global _loaded
     if os.environ.get("ATTNKIT_NO_KERNEL") == "1":
@@ -104,7 +104,7 @@ def flash_stats(
     if query.is_cuda:
         if example_spans is not None:
             raise ValueError("example_spans: per-example spans are read by the CPU kernel only")
-        from attnkit.capture.triton_stats import flash_stats as on_gpu
+        from attnkit.recording.triton_stats import flash_stats as on_gpu
 
         if softcap is None:  # the keyword only where it is used: kernels without it still run
             return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax)

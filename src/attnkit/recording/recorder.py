@@ -1,6 +1,6 @@
 """``capture()``: record attention weights and statistics from a model without editing it.
 
-Works on every layer kind :mod:`attnkit.capture.hooks` supports. Everything is restored when the
+Works on every layer kind :mod:`attnkit.recording.hooks` supports. Everything is restored when the
 block exits, even on an exception. Several blocks may be nested or repeated on one model; each
 gets what it asked for.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from attnkit.capture.hooks import check_layers, hooked
-from attnkit.capture.stats import Span, check_stats
+from attnkit.recording.hooks import check_layers, hooked
+from attnkit.recording.stats import Span, check_stats
 
 __all__ = ["Recording", "capture"]
 

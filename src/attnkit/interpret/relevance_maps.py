@@ -107,7 +107,7 @@ def head_importance(
 
     The model's parameter gradients are left as they were.
     """
-    from attnkit.capture import capture
+    from attnkit.recording import capture
 
     totals: dict[str, Tensor] = {}
     count = 0

@@ -29,13 +29,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from attnkit.capture import capture
+from attnkit.interpret.attention_rollout import rollout
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.faithfulness import CONVENTIONS
-from attnkit.interpret.relevance import kept_parameter_grads, relevance
+from attnkit.interpret.relevance_maps import kept_parameter_grads, relevance
 from attnkit.interpret.report import render_report, save_figures
-from attnkit.interpret.rollout import rollout
 from attnkit.interpret.verdicts import MethodVerdict, judge
+from attnkit.recording import capture
 
 __all__ = ["STEPS", "Explanation", "Progress", "explain"]
 

@@ -1,4 +1,4 @@
-// Fused CPU attention with streamed per-query statistics (attnkit.capture.kernel).
+// Fused CPU attention with streamed per-query statistics (attnkit.recording.kernel).
 //
 // One pass of flash attention (Dao et al. 2022; the online softmax of Milakov & Gimelshein 2018)
 // over key blocks: per query it keeps the running maximum score m, l = Σ exp(s - m),

@@ -390,7 +390,7 @@ def flash_stats(
     want_argmax: bool,
     softcap: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`attnkit.capture.kernel.flash_stats` on a CUDA device.
+    """:func:`attnkit.recording.kernel.flash_stats` on a CUDA device.
 
     Args:
         query: ``(B, H, Q, D)``, float32, float16 or bfloat16.

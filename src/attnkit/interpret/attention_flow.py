@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnkit.interpret.rollout import fuse_heads
+from attnkit.interpret.attention_rollout import fuse_heads
 
 __all__ = ["RESOLUTION_BITS", "flow"]
 

@@ -23,7 +23,7 @@ What is read exactly:
 - every cache layer: a forward pre-hook reads, from the layer's cache before it is updated, how
   many tokens it has seen and where its keys start (``get_seq_length``, ``get_mask_sizes``), so that
   sliding-window layers and static caches are recorded in absolute positions
-  (:class:`attnkit.capture.dispatch.Frame`).
+  (:class:`attnkit.recording.dispatch.Frame`).
 
 What is refused at the start of the block, with the implementation to load instead:
 ``flash_attention_*``, ``flex_attention`` and any other implementation than ``sdpa``/``eager``;
@@ -41,7 +41,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import Tensor, nn
 
-from attnkit.capture.dispatch import ACTIVE, EDITS, LOCK, Frame, attend
+from attnkit.recording.dispatch import ACTIVE, EDITS, LOCK, Frame, attend
 
 __all__ = ["check_supported", "is_hf_attention", "switched"]
 

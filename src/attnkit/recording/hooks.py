@@ -8,7 +8,7 @@ Supported layers, found by walking ``model.named_modules()``:
   switched off while hooked);
 - Hugging Face transformers attention modules that dispatch through ``AttentionInterface``
   (BERT, T5, GPT-2, Llama, Gemma, ... with ``sdpa`` or ``eager``): the captured model's configs
-  name attnkit's own dispatcher for the block (:mod:`attnkit.capture.hf`); no other model is
+  name attnkit's own dispatcher for the block (:mod:`attnkit.recording.hf`); no other model is
   touched.
 
 A hook is installed by the first block that needs it and removed by the last one, so blocks nest;
@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from attnkit.attention import backends
 from attnkit.attention.multihead import MultiHeadAttention
-from attnkit.capture import hf
-from attnkit.capture.dispatch import ACTIVE, EDITS, LOCK, Edit, Listener, attend
+from attnkit.recording import hf
+from attnkit.recording.dispatch import ACTIVE, EDITS, LOCK, Edit, Listener, attend
 
 __all__ = ["attention_layers", "check_layers", "hooked"]
 

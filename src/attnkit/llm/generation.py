@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from attnkit.capture import attention_layers, capture
 from attnkit.llm.signals import lookback_ratio, retrieval_hits
+from attnkit.recording import attention_layers, capture
 
 __all__ = ["GenerationTrace", "add_trace_hook", "generate"]
 

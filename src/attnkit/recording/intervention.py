@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-from attnkit.capture.hooks import check_layers, hooked
+from attnkit.recording.hooks import check_layers, hooked
 
 __all__ = ["intervene"]
 
