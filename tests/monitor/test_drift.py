@@ -8,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnkit.monitor.drift import (
-    DEFAULT_THRESHOLDS,
-    METHODS,
     SMALL_REFERENCE,
+    STAT_TESTS,
     default_method,
     drift_report,
     drift_test,
@@ -79,7 +78,7 @@ SIZES = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(STAT_TESTS))
 def test_unshifted_samples_do_not_drift_and_shifted_ones_do(method):
     for n in SIZES[method]:
         for seed in range(3):
@@ -87,7 +86,7 @@ def test_unshifted_samples_do_not_drift_and_shifted_ones_do(method):
             moved = drift_test(*_normal_pair(n, 0.5, seed), method=method)
             assert not same.drifted, (n, seed, same)
             assert moved.drifted, (n, seed, moved)
-            assert same.threshold == moved.threshold == DEFAULT_THRESHOLDS[method]
+            assert same.threshold == moved.threshold == STAT_TESTS[method].default_threshold
 
 
 def test_default_method_verdicts_at_small_and_large_sizes():
@@ -117,11 +116,12 @@ def test_documented_sampling_noise_at_1000_values():
 
 
 def test_documented_thresholds():
-    assert DEFAULT_THRESHOLDS == {"psi": 0.1, "ks": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
+    thresholds = {name: test.default_threshold for name, test in STAT_TESTS.items()}
+    assert thresholds == {"psi": 0.1, "ks": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
     assert SMALL_REFERENCE == 1000
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(STAT_TESTS))
 def test_threshold_is_inclusive_at_its_boundary(method):
     reference, current = _normal_pair(3000, 0.2, 1)
     result = drift_test(reference, current, method=method)
@@ -207,7 +207,7 @@ def test_nan_is_dropped_and_counted_out():
     ],
 )
 def test_bad_samples_raise(reference, current, message):
-    for method in METHODS:
+    for method in STAT_TESTS:
         with pytest.raises(ValueError, match=message):
             drift_test(reference, current, method=method)
 
@@ -223,13 +223,13 @@ def test_bad_options_raise():
 
 def test_constant_windows():
     constant = np.full(50, 3.0)
-    for method in METHODS:
+    for method in STAT_TESTS:
         result = drift_test(constant, constant[:20], method=method)
         assert not result.drifted and result.statistic == 0.0, result
     assert drift_test(constant, constant, method="ks").p_value == 1.0
     assert drift_test(constant, constant + 1, method="wasserstein").statistic == math.inf
     for moved in (constant - 1, constant + 1):  # outer bins catch a move either way
-        for method in METHODS:
+        for method in STAT_TESTS:
             assert drift_test(constant, moved, method=method).drifted, method
 
 
@@ -302,3 +302,32 @@ def test_jensen_shannon_on_a_range_too_narrow_for_its_bins():
     assert 0.0 <= js_distance([0.0], [5e-324]) <= math.sqrt(math.log(2))  # no error
     assert js_distance([0.0, 5e-324], [0.0, 5e-324]) == 0.0
     assert js_distance([0.0], [1e-300]) == pytest.approx(math.sqrt(math.log(2)))
+
+
+def test_a_registered_stat_test_runs_in_drift_test_reports_and_alert_rules(monkeypatch):
+    from attnkit.monitor import drift
+    from attnkit.monitor.alerts import Rule
+
+    monkeypatch.setattr(drift, "STAT_TESTS", dict(drift.STAT_TESTS))
+    monkeypatch.setattr("attnkit.monitor.alerts.STAT_TESTS", drift.STAT_TESTS)
+    drift.register_stat_test("mean_shift", lambda r, c: (abs(c.mean() - r.mean()), None), 0.5)
+    result = drift.drift_test([0.0, 1.0], [1.0, 2.0], method="mean_shift")
+    assert (result.statistic, result.threshold, result.drifted, result.rule) == (
+        1.0, 0.5, True, "mean_shift >= 0.5")  # fmt: skip
+    assert result.score == 1.0 and result.p_value is None
+    report = drift.drift_report({"x": [0.0, 1.0]}, {"x": [0.2, 1.2]}, method="mean_shift")
+    assert report.results["x"].statistic == pytest.approx(0.2) and not report.drifted
+    Rule(name="r", signal="x", kind="drift", method="mean_shift")  # accepted by alert rules
+    with pytest.raises(ValueError, match="mean_shift"):
+        drift.drift_test([0.0], [1.0], method="nope")  # the message lists the registered tests
+
+
+def test_register_stat_test_rejects_bad_arguments():
+    from attnkit.monitor.drift import register_stat_test
+
+    with pytest.raises(ValueError, match="name"):
+        register_stat_test("", lambda r, c: (0.0, None), 0.1)
+    with pytest.raises(TypeError, match="func"):
+        register_stat_test("x", 3, 0.1)
+    with pytest.raises(ValueError, match="default_threshold"):
+        register_stat_test("x", lambda r, c: (0.0, None), -1)

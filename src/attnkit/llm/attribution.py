@@ -21,11 +21,12 @@ probability for leave-one-out) from the prompt, with the answer's earlier tokens
   :attr:`Attribution.sentence_scores`).
 
 Faithfulness on the answer's probability (ERASER, DeYoung et al. 2020, through
-:func:`attnkit.interpret.eraser`): each answer token is one example; each method's
+:func:`attnkit.interpret.faithfulness.eraser`): each answer token is one example; each method's
 comprehensiveness and sufficiency are set against a random ranking and against leave-one-out,
 with ``n`` (the answer's tokens) and 95% bootstrap intervals over them, and Kendall's τ with
-leave-one-out (:func:`attnkit.interpret.rank_agreement`). A method is *trusted* when the lower end
-of its gain's interval reaches :data:`attnkit.interpret.verdicts.MIN_GAIN` and τ > 0, *flagged*
+leave-one-out (:func:`attnkit.interpret.faithfulness.rank_agreement`). A method is *trusted*
+when the lower end of its gain's interval reaches :data:`attnkit.interpret.verdicts.MIN_GAIN`
+and τ > 0, *flagged*
 when the upper end stays below it, and *inconclusive* otherwise, when leave-one-out itself beats
 random by less than :data:`~attnkit.interpret.verdicts.MIN_SPAN`, or for a one-token answer (no
 interval).

@@ -19,7 +19,7 @@ file may hold other settings)::
     name = "lookback-drift"
     signal = "lookback_ratio"
     kind = "drift"                    # attnkit.monitor.drift.drift_test(reference, current)
-    method = "ks"                     # optional: one of drift.METHODS (default: by size)
+    method = "ks"                     # optional: a drift.STAT_TESTS name (default: by size)
     threshold = 0.01                  # optional: overrides the method's default threshold
 
 An :class:`Alerter` evaluates the rules on windows of values that the caller selected (by time
@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from attnkit.monitor.drift import METHODS, drift_test
+from attnkit.monitor.drift import STAT_TESTS, drift_test
 
 __all__ = ["KINDS", "OPS", "SEVERITIES", "Alert", "Alerter", "Rule", "load_rules"]
 
@@ -73,7 +73,7 @@ class Rule:
     kind: str  # "threshold" or "drift"
     op: str = ">"  # threshold rules: comparison of the window mean with `value`
     value: float = 0.0  # threshold rules: the bound
-    method: str | None = None  # drift rules: a drift.METHODS entry; None = by reference size
+    method: str | None = None  # drift rules: a drift.STAT_TESTS name; None = by reference size
     threshold: float | None = None  # drift rules: None = the method's default threshold
     tags: dict[str, str] = field(default_factory=dict)  # only windows with these tags
     window_s: float = 3600.0  # length of the current window the caller selects
@@ -88,7 +88,11 @@ class Rule:
             ("kind", self.kind in KINDS, f"one of {KINDS}"),
             ("op", self.op in OPS, f"one of {tuple(OPS)}"),
             ("value", _is_number(self.value) and math.isfinite(self.value), "a finite number"),
-            ("method", self.method is None or self.method in METHODS, f"one of {METHODS}"),
+            (
+                "method",
+                self.method is None or self.method in STAT_TESTS,
+                f"one of {sorted(STAT_TESTS)}",
+            ),
             (
                 "threshold",
                 self.threshold is None or (_is_number(self.threshold) and self.threshold >= 0),

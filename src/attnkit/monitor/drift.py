@@ -15,6 +15,12 @@ method             statistic (score)                                     drifted
                    both windows
 =================  ====================================================  ==================
 
+Each test is a :class:`StatTest` in :data:`STAT_TESTS` (as Evidently's stattests): a name, a
+function of the two windows returning ``(statistic, p_value or None)``, and a default threshold.
+A test with a p-value drifts when ``p <= threshold``, any other when ``statistic >= threshold``.
+:func:`register_stat_test` adds one; :func:`drift_test`, drift alert rules and the monitor's
+drift endpoint then accept its name.
+
 Thresholds. PSI uses 0.1, Evidently's default and the conventional bound of "no significant
 change" (0.1–0.2 is read as moderate, > 0.2 as significant): a monitor should warn early. The
 others are Evidently's defaults for numeric columns.
@@ -57,7 +63,7 @@ none of the scale-free statistics.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,26 +73,25 @@ from attnkit._moved import moved_name
 
 __all__ = [
     "DATASET_DRIFT_SHARE",
-    "DEFAULT_THRESHOLDS",
     "JS_BINS",
-    "METHODS",
     "PSI_BINS",
     "PSI_EPS",
     "SMALL_REFERENCE",
+    "STAT_TESTS",
     "DriftReport",
     "DriftResult",
+    "StatTest",
     "default_method",
     "drift_report",
     "drift_test",
     "js_distance",
     "ks",
     "psi",
+    "register_stat_test",
     "shared_edges",
     "wasserstein",
 ]
 
-METHODS = ("psi", "ks", "wasserstein", "jensenshannon")
-DEFAULT_THRESHOLDS = {"psi": 0.1, "ks": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
 SMALL_REFERENCE = 1000  # largest reference tested with KS by default; larger: Wasserstein
 PSI_BINS = 10  # quantile bins of the reference
 PSI_EPS = 1e-4  # proportion used for an empty bin (Evidently's value), so ln(0) never occurs
@@ -100,11 +105,12 @@ class DriftResult:
 
     Attributes:
         signal: name of the tested signal.
-        method: one of :data:`METHODS`.
+        method: a name in :data:`STAT_TESTS`.
         statistic: the method's statistic (for ``ks`` the D statistic, not the p-value).
         threshold: the bound the score is compared with.
-        drifted: ``score >= threshold`` (``ks``: ``p_value <= threshold``).
-        p_value: the KS p-value; ``None`` for the other methods.
+        drifted: ``p_value <= threshold`` for a test with a p-value, else
+            ``statistic >= threshold``.
+        p_value: the test's p-value (``ks``); ``None`` for a distance.
         reference_size: finite values in the reference window.
         current_size: finite values in the current window.
     """
@@ -120,13 +126,14 @@ class DriftResult:
 
     @property
     def score(self) -> float:
-        """The number compared with the threshold: the p-value for KS, else the statistic."""
-        return self.p_value if self.method == "ks" else self.statistic
+        """The number compared with the threshold: the p-value where the test has one, else the
+        statistic."""
+        return self.statistic if self.p_value is None else self.p_value
 
     @property
     def rule(self) -> str:
         """The verdict rule in words, e.g. ``"p <= 0.05"`` or ``"psi >= 0.1"``."""
-        if self.method == "ks":
+        if self.p_value is not None:
             return f"p <= {self.threshold:g}"
         return f"{self.method} >= {self.threshold:g}"
 
@@ -255,6 +262,57 @@ def js_distance(reference: ArrayLike, current: ArrayLike, bins: int = JS_BINS) -
     return float(jensenshannon(r, c))
 
 
+@dataclass(frozen=True)
+class StatTest:
+    """One drift test (Evidently's ``StatTest``): a statistic of two windows and its default
+    threshold.
+
+    Attributes:
+        name: the name :func:`drift_test` and alert rules take.
+        func: ``(reference (n,), current (m,)) -> (statistic, p_value or None)`` on finite float
+            samples; a test with a p-value drifts when ``p <= threshold``, any other when
+            ``statistic >= threshold``.
+        default_threshold: the bound used when the caller gives none.
+    """
+
+    name: str
+    func: Callable[[np.ndarray, np.ndarray], tuple[float, float | None]]
+    default_threshold: float
+
+
+STAT_TESTS: dict[str, StatTest] = {}
+
+
+def register_stat_test(
+    name: str,
+    func: Callable[[np.ndarray, np.ndarray], tuple[float, float | None]],
+    default_threshold: float,
+) -> StatTest:
+    """Add a drift test to :data:`STAT_TESTS` (replacing one of the same name) and return it.
+
+    Example::
+
+        from scipy.stats import anderson_ksamp
+        register_stat_test("anderson", lambda r, c: _anderson(r, c), 0.05)
+        drift_test(reference, current, method="anderson")
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not callable(func):
+        raise TypeError(f"func must be callable, got {type(func).__name__}")
+    if not (isinstance(default_threshold, int | float) and default_threshold >= 0):
+        raise ValueError(f"default_threshold must be a number >= 0, got {default_threshold!r}")
+    test = StatTest(name, func, float(default_threshold))
+    STAT_TESTS[name] = test
+    return test
+
+
+register_stat_test("psi", lambda ref, cur: (psi(ref, cur), None), 0.1)
+register_stat_test("ks", ks, 0.05)
+register_stat_test("wasserstein", lambda ref, cur: (wasserstein(ref, cur), None), 0.1)
+register_stat_test("jensenshannon", lambda ref, cur: (js_distance(ref, cur), None), 0.1)
+
+
 def default_method(reference_size: int) -> str:
     """Evidently-like choice: ``"ks"`` up to :data:`SMALL_REFERENCE` values, else Wasserstein."""
     return "ks" if reference_size <= SMALL_REFERENCE else "wasserstein"
@@ -274,24 +332,22 @@ def drift_test(
         reference: ``(n,)`` values of the reference window (NaN dropped).
         current: ``(m,)`` values of the current window (NaN dropped).
         signal: name carried into the result.
-        method: one of :data:`METHODS`; ``None`` picks :func:`default_method` by reference size.
-        threshold: overrides the method's entry in :data:`DEFAULT_THRESHOLDS`.
+        method: a name in :data:`STAT_TESTS`; ``None`` picks :func:`default_method` by
+            reference size.
+        threshold: overrides the test's default threshold.
     """
-    if method is not None and method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS} or None, got {method!r}")
+    if method is not None and method not in STAT_TESTS:
+        raise ValueError(f"method must be one of {sorted(STAT_TESTS)} or None, got {method!r}")
     if threshold is not None and not (isinstance(threshold, int | float) and threshold >= 0):
         raise ValueError(f"threshold must be a number >= 0 or None, got {threshold!r}")
     ref, cur = _sample(reference, "reference"), _sample(current, "current")
     method = method or default_method(ref.size)
-    bound = float(DEFAULT_THRESHOLDS[method] if threshold is None else threshold)
-    p_value = None
-    if method == "ks":
-        statistic, p_value = ks(ref, cur)
-        drifted = p_value <= bound
-    else:
-        measure = {"psi": psi, "wasserstein": wasserstein, "jensenshannon": js_distance}
-        statistic = measure[method](ref, cur)
-        drifted = statistic >= bound
+    test = STAT_TESTS[method]
+    bound = test.default_threshold if threshold is None else float(threshold)
+    statistic, p_value = test.func(ref, cur)
+    statistic = float(statistic)
+    p_value = None if p_value is None else float(p_value)
+    drifted = statistic >= bound if p_value is None else p_value <= bound
     return DriftResult(signal, method, statistic, bound, bool(drifted), p_value, ref.size, cur.size)
 
 

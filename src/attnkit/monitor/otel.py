@@ -136,8 +136,8 @@ class OTelExporter:
         span_name: the spans' name.
 
     Calling the exporter with a trace sends one span; it is a valid
-    :func:`attnkit.llm.add_trace_hook` hook. :meth:`shutdown` flushes and closes the provider
-    it created.
+    :func:`attnkit.llm.generation.add_trace_hook` hook. :meth:`shutdown` flushes and closes the
+    provider it created.
     """
 
     def __init__(
