@@ -293,3 +293,72 @@ def test_last_query_records_one_row_per_call(hf_models, family):
         attnkit.capture(sdpa, grad=True, last_query=True),
     ):
         pass
+
+
+def _capture_pair(model, run, heads, **options):
+    """What capture records with ``heads`` chosen, and the same heads read off a whole capture.
+    With heads chosen the output comes from the fused kernel: bit for bit the plain output."""
+    plain = run()
+    with attnkit.capture(model, heads=heads, **options) as chosen:
+        torch.testing.assert_close(run(), plain, atol=0, rtol=0)
+    with attnkit.capture(model, **options) as whole:
+        torch.testing.assert_close(run(), plain)
+    return chosen, whole
+
+
+@pytest.mark.parametrize("last_query", [False, True])
+@pytest.mark.parametrize("heads", [[3], [0, 2], [3, 1]])
+def test_chosen_heads_equal_the_whole_capture_on_grouped_attention(heads, last_query):
+    # grouped (4 query heads share 2 key heads) and plain layers, weights and every statistic
+    torch.manual_seed(1)
+    model = TwoLayers().eval()
+    x = torch.randn(2, 9, 32)
+    spans = {"start": (0, 3)}
+    options = {"weights": True, "stats": STATS, "spans": spans, "last_query": last_query}
+    chosen, whole = _capture_pair(model, lambda: model(x), heads, **options)
+    for layer in ("first", "second"):
+        torch.testing.assert_close(chosen.weights[layer], whole.weights[layer][:, heads])
+        for name in (*STATS, "mass:start"):
+            got, want = chosen.stats[name][layer], whole.stats[name][layer][:, heads]
+            torch.testing.assert_close(got.double(), want.double(), atol=1e-6, rtol=0)
+    stats_only, whole_stats = _capture_pair(model, lambda: model(x), heads, stats=STATS)
+    for name in STATS:
+        got, want = stats_only.stats[name]["first"], whole_stats.stats[name]["first"][:, heads]
+        torch.testing.assert_close(got.double(), want.double(), atol=1e-6, rtol=0)
+
+
+def test_chosen_heads_on_torch_and_hf_layers_with_padding_and_grad():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(2)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    x = torch.randn(2, 6, 16)
+    padding = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    run = lambda: mha(x, x, x, key_padding_mask=padding, need_weights=False)[0]  # noqa: E731
+    chosen, whole = _capture_pair(mha, run, [2, 0], weights=True, stats=STATS)
+    torch.testing.assert_close(chosen.weights[""], whole.weights[""][:, [2, 0]])
+    config = transformers.LlamaConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa",
+    )  # fmt: skip
+    llama = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])  # left padding
+    run = lambda: llama(input_ids=ids, attention_mask=mask).logits  # noqa: E731
+    chosen, whole = _capture_pair(llama, run, [1, 2], weights=True, stats=STATS)
+    for layer in whole.weights:
+        torch.testing.assert_close(chosen.weights[layer], whole.weights[layer][:, [1, 2]])
+        torch.testing.assert_close(
+            chosen.stats["entropy"][layer], whole.stats["entropy"][layer][:, [1, 2]], atol=1e-6,
+            rtol=0,
+        )  # fmt: skip
+    with attnkit.capture(llama, grad=True, heads=[3]) as rec:  # whole in the graph, chosen read
+        llama(input_ids=ids, attention_mask=mask).logits.sum().backward()
+    layer = next(iter(rec.weights))
+    assert rec.weights[layer].shape[1] == 1 and rec.grads[layer].shape[1] == 1
+
+
+def test_a_head_past_the_layer_is_refused():
+    model = TwoLayers().eval()
+    refused = r"heads must be below the layer's 4 heads, got \[4\]"
+    with pytest.raises(ValueError, match=refused), attnkit.capture(model, heads=[4], stats=STATS):
+        model(torch.randn(1, 3, 32))

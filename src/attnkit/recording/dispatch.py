@@ -43,8 +43,16 @@ class Listener(Protocol):
     want_stats: tuple[str, ...]
     spans: dict[str, Span]
     last_query: bool  # only each call's last query is recorded
+    heads: list[int] | None  # the heads recorded; None: all
+    want_grad: bool  # the weights stay in the autograd graph of the output
 
-    def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None: ...
+    def _record(
+        self,
+        layer: str,
+        weights: Tensor | None,
+        stats: Mapping[str, Tensor],
+        selected: bool = False,
+    ) -> None: ...
 
 
 Edit = Callable[[str, Tensor], Tensor]
@@ -94,10 +102,13 @@ def attend(
     """
     listeners = ACTIVE.get(id(module), ())
     edits = EDITS.get(id(module), ())
+    selected = None  # the heads of the one block, when only they need computing
     if len(listeners) == 1:  # the usual case, without the merging below (once per call)
         one = listeners[0][0]
         names, spans, any_weights = one.want_stats, one.spans, one.want_weights
         last_only = one.last_query and bool(names or any_weights)
+        if one.heads is not None and not (edits or need_weights or dropout_p or one.want_grad):
+            selected = one.heads
     else:
         names = tuple(dict.fromkeys(n for r, _ in listeners for n in r.want_stats))
         spans = {k: v for r, _ in listeners for k, v in r.spans.items()}
@@ -122,7 +133,20 @@ def attend(
         return backends.get("sdpa").fn(query, key, value, **kw)
 
     weights = None
-    if edits:
+    if selected is not None and (names or any_weights):
+        # some heads recorded, nothing else needs weights: every head's output from the fused
+        # kernel, weights and statistics for the chosen heads alone (cost in their proportion)
+        q, k, v, m, b = _select_heads(selected, query, key, value, mask, bias)
+        if last_only:
+            q, m, b = q[..., -1:, :], _last_row(m), _last_row(b)
+        chosen = {"mask": m, "bias": b, "causal": causal, "scale": scale}
+        result = fused(**kwargs)
+        if any_weights:
+            weights = capped_attention(q, k, v, softcap=softcap, need_weights=True, **chosen).weights
+            stats = stats_from_weights(weights, names, local) if names else {}
+        else:
+            stats = stats_of(q, k, v, stats=names, spans=local, softcap=softcap, **chosen).stats
+    elif edits:
         weights = reference(query, **kwargs).weights
         for edit, layer in edits:
             weights = edit(layer, weights)
@@ -157,8 +181,34 @@ def attend(
     else:
         recorded = weights
     for listener, layer in listeners:
-        listener._record(layer, recorded, stats)
+        listener._record(layer, recorded, stats, selected=selected is not None)
     return result.output, result.weights
+
+
+def _select_heads(
+    heads: list[int],
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Query, key, value, mask and bias of the chosen query heads only.
+
+    A grouped layer (``Hkv < H``) shares key head ``h // (H / Hkv)`` among query heads; the
+    chosen heads get their own key heads, so the result has ``len(heads)`` heads throughout.
+    """
+    num_heads, num_kv = query.shape[1], key.shape[1]
+    if max(heads) >= num_heads:
+        raise ValueError(f"heads must be below the layer's {num_heads} heads, got {heads}")
+    index = torch.tensor(heads, device=query.device)
+    kv_index = index // (num_heads // num_kv)
+
+    def per_head(x: Tensor | None) -> Tensor | None:
+        return x if x is None or x.dim() < 4 or x.shape[1] == 1 else x.index_select(1, index)
+
+    picked = query.index_select(1, index), key.index_select(1, kv_index)
+    return *picked, value.index_select(1, kv_index), per_head(mask), per_head(bias)
 
 
 def _checked(

@@ -76,7 +76,9 @@ class Recording:
             for chunk in chunks:
                 joined[..., start : start + chunk.shape[-2], : chunk.shape[-1]] = chunk
                 start += chunk.shape[-2]
-        return (joined if self.heads is None else joined[:, self.heads]).detach()
+        if self.want_grad and self.heads is not None:  # kept whole: the graph runs through it
+            joined = joined[:, self.heads]
+        return joined.detach()
 
     @property
     def stats(self) -> dict[str, dict[str, Tensor]]:
@@ -85,7 +87,16 @@ class Recording:
             for name, by_layer in self._stats.items()
         }
 
-    def _record(self, layer: str, weights: Tensor | None, stats: Mapping[str, Tensor]) -> None:
+    def _record(
+        self,
+        layer: str,
+        weights: Tensor | None,
+        stats: Mapping[str, Tensor],
+        selected: bool = False,
+    ) -> None:
+        """Keep one call's weights ``(B, H, Q, K)`` and statistics ``(B, H, Q)``; ``selected``:
+        they hold only :attr:`heads` already."""
+        pick = self.heads is not None and not selected
         if self.want_weights and weights is not None:
             if self.last_query:
                 weights = weights[..., -1:, :]
@@ -93,12 +104,14 @@ class Recording:
                 weights.retain_grad()
             else:
                 weights = weights.detach()
+            if pick and not self.want_grad:  # with grad: whole, chosen when read
+                weights = weights[:, self.heads]
             self._weights.setdefault(layer, []).append(weights)
         for name in self.want_stats:  # once per layer and decoding step: keep it lean
             chunk = stats[name]
             if chunk.requires_grad:
                 chunk = chunk.detach()
-            if self.heads is not None:
+            if pick:
                 chunk = chunk[:, self.heads]
             if self.last_query and chunk.shape[-1] != 1:
                 chunk = chunk[..., -1:]
