@@ -222,26 +222,20 @@ def _first_or_through(maps: Tensor, readout: Tensor | None) -> Tensor:
     return (readout[:, None, :] @ maps)[:, 0]  # (B, N)
 
 
-@register_method(
-    "attention pooling",
-    signed=False,  # softmax weights: >= 0
-    reads_attention=True,
+def pooling_weights(view: ModelView, batch: Batch) -> Tensor:
+    """The pooling's weights ``(B, N)``: soft attention pooling (Bahdanau et al. 2015; Yang et
+    al. 2016), or the k-hot tokens a hard attention pooling reads (Xu et al. 2015)."""
+    return batch.attended.readout * batch.mask
+
+
+register_method(  # softmax weights: >= 0
+    "attention pooling", pooling_weights, signed=False, reads_attention=True,
     applies=lambda view: view.pooling == "soft",
-)
-def attention_pooling(view: ModelView, batch: Batch) -> Tensor:
-    """The soft attention pooling weights ``(B, N)`` (Bahdanau et al. 2015; Yang et al. 2016)."""
-    return batch.attended.readout * batch.mask
-
-
-@register_method(
-    "hard attention",
-    signed=False,  # k-hot
-    reads_attention=True,
+)  # fmt: skip
+register_method(  # k-hot
+    "hard attention", pooling_weights, signed=False, reads_attention=True,
     applies=lambda view: view.pooling == "hard",
-)
-def hard_attention(view: ModelView, batch: Batch) -> Tensor:
-    """The tokens the hard attention pooling reads, k-hot ``(B, N)`` (Xu et al. 2015)."""
-    return batch.attended.readout * batch.mask
+)  # fmt: skip
 
 
 @register_method(
