@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from attnkit.interpret import rollout
-from attnkit.interpret.explanation import STEPS, _read, explain
+from attnkit.interpret.explanation import STEPS, explain
 from attnkit.interpret.loading import WordTokenizer, load_explainable, save_vocabulary
 from attnkit.interpret.relevance_maps import relevance
 from attnkit.models.text import text_recipe
@@ -50,7 +50,8 @@ def test_read_from_embeddings_is_the_models_forward(attention):
     ids, mask, _ = WordTokenizer(recipe.train.vocabulary.tokens)(TEXTS)
     with torch.no_grad():
         expected = model(ids, mask)
-        logits, weights = _read(model, model.embed(ids), mask)
+        read = model.forward_embeddings(model.embed(ids), mask)
+        logits, weights = read.logits, read.weights
     torch.testing.assert_close(logits, expected.logits)
     torch.testing.assert_close(weights, expected.weights)
 
@@ -63,7 +64,8 @@ def test_a_hidden_word_is_deleted_for_the_bigru(tmp_path):
     visible[0, 1] = False
     without = torch.cat([ids[:, :1], ids[:, 2:]], dim=1)  # the word at position 1 deleted
     with torch.no_grad():
-        logits, weights = _read(model, model.embed(ids), visible)
+        read = model.forward_embeddings(model.embed(ids), visible)
+        logits, weights = read.logits, read.weights
         expected = model(without)
     torch.testing.assert_close(logits, expected.logits)
     torch.testing.assert_close(weights[:, [0, 2, 3]], expected.weights)

@@ -11,10 +11,10 @@ the model may read, and ``logits`` are ``(B, C)``. Scores are per token, ``(B, N
 - :func:`leave_one_out`: drop in the target's probability when the token is hidden from the
   model (Li et al. 2016).
 
-Each method declares whether its scores are **signed** (:data:`SIGNED`): the three above are
-(a token can push towards or away from the target), attention weights and what is built from
-them (rollout, the positive part of relevance) are not. Rankings compare them over magnitudes by
-default (:data:`attnkit.interpret.faithfulness.CONVENTIONS`).
+Each registered explanation method declares whether its scores are **signed** (:data:`SIGNED`):
+the three above are (a token can push towards or away from the target), attention weights and
+what is built from them (rollout, the positive part of relevance) are not. Rankings compare them
+over magnitudes by default (:data:`attnkit.interpret.faithfulness.CONVENTIONS`).
 """
 
 from __future__ import annotations
@@ -35,17 +35,11 @@ __all__ = [
 
 Classifier = Callable[[Tensor, Tensor], Tensor]
 
-SIGNED: dict[str, bool] = {
-    "gradient x input": True,
-    "integrated gradients": True,
-    "leave-one-out": True,
-    "attention pooling": False,  # softmax weights: >= 0
-    "hard attention": False,  # k-hot
-    "last-layer attention": False,
-    "rollout": False,  # products of row-stochastic matrices
-    "relevance": False,  # Chefer et al. keep the positive part
-}
-"""Whether each named explanation method's scores carry a sign."""
+SIGNED: dict[str, bool] = {}  # filled by attnkit.interpret.methods.register_method
+"""Whether each registered explanation method's scores carry a sign, by name: the sign
+convention is declared where the method is registered
+(:func:`attnkit.interpret.methods.register_method`; every built-in is registered when
+:mod:`attnkit.interpret` is imported)."""
 
 
 def is_signed(method: str, scores: Tensor | None = None) -> bool:

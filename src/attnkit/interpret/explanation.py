@@ -1,11 +1,17 @@
 """``explain()``: every explanation of a text classifier's prediction, judged, in one call.
 
-Two kinds of classifier (:func:`attnkit.interpret.loading.load_explainable` loads either):
+The classifier is read through one interface, its
+:class:`~attnkit.interpret.model_view.ModelView` (token embeddings in, logits out, and one
+recorded pass with its attention): a Hugging Face sequence classifier through ``inputs_embeds``,
+an attnkit :class:`~attnkit.models.text.TextClassifier` through its ``forward_embeddings``
+(:func:`attnkit.interpret.loading.load_explainable` loads either). The methods are the
+registered ones (:mod:`attnkit.interpret.methods`; a user adds one with
+:func:`~attnkit.interpret.methods.register_method`):
 
-- a Hugging Face sequence classifier (BERT family: the class is read from the first token):
-  raw last-layer attention of the first token, rollout (Abnar & Zuidema 2020) and
-  gradient-weighted relevance (Chefer et al. 2021), all captured with :func:`attnkit.capture`;
-- an attnkit :class:`~attnkit.models.text.TextClassifier`, which reads its tokens through an
+- for a Hugging Face classifier (BERT family: the class is read from the first token): raw
+  last-layer attention of the first token, rollout (Abnar & Zuidema 2020) and gradient-weighted
+  relevance (Chefer et al. 2021), all captured with :func:`attnkit.capture`;
+- for an attnkit :class:`~attnkit.models.text.TextClassifier`, which reads its tokens through an
   attention pooling: the pooling weights themselves (``"soft"``; the tokens read, for ``"hard"``;
   nothing for the ``"none"`` mean), and for the transformer encoder (``"multihead"``) rollout and
   relevance carried through the pooling: ``w R`` with ``w`` the pooling weights and ``R`` the
@@ -27,20 +33,30 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from attnkit.interpret.attention_rollout import rollout
-from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.faithfulness import CONVENTIONS
-from attnkit.interpret.relevance_maps import kept_parameter_grads, relevance
+from attnkit.interpret.methods import (
+    METHODS,
+    REFERENCE,
+    Batch,
+    ExplanationMethod,
+    resolve_methods,
+)
+from attnkit.interpret.model_view import ModelView, model_view
 from attnkit.interpret.report import render_report, save_figures
 from attnkit.interpret.verdicts import MethodVerdict, judge
-from attnkit.recording import capture
 
 __all__ = ["STEPS", "Explanation", "Progress", "explain"]
 
 Progress = Callable[[str, int, int], None]  # (step starting, steps done, steps in all)
-STEPS = ("attention", "gradient x input", "integrated gradients", "leave-one-out", "verdicts")
+STEPS = (
+    "attention",
+    *(m.name for m in METHODS.values() if not m.reads_attention and m.name != REFERENCE),
+    REFERENCE,
+    "verdicts",
+)
+"""The progress steps of :func:`explain` with the built-in methods: the attention pass (and the
+methods that read it), each method that runs the model, leave-one-out, the verdicts."""
 
 
 @dataclass(frozen=True)
@@ -90,149 +106,98 @@ class Explanation:
 
 
 def explain(
-    model: nn.Module,
+    model: nn.Module | ModelView,
     tokenizer,
     texts: Sequence[str],
     steps: int = 32,
     progress: Progress | None = None,
+    methods: Sequence[str] | None = None,
 ) -> Explanation:
     """Explain a text classifier's predictions on ``texts``.
 
     Args:
-        model: a Hugging Face ``AutoModelForSequenceClassification`` (sdpa or eager) or an
-            attnkit :class:`~attnkit.models.text.TextClassifier`.
+        model: a Hugging Face ``AutoModelForSequenceClassification`` (sdpa or eager), an
+            attnkit :class:`~attnkit.models.text.TextClassifier`, or a
+            :class:`~attnkit.interpret.model_view.ModelView` of another classifier.
         tokenizer: the Hugging Face model's tokenizer, or the attnkit model's
-            :class:`~attnkit.interpret.loading.WordTokenizer`.
+            :class:`~attnkit.interpret.loading.WordTokenizer` (``None`` for a ``ModelView``).
         texts: the inputs; their predicted classes are explained.
         steps: integrated-gradients steps.
-        progress: called as ``progress(step, done, total)`` when each of the :data:`STEPS`
-            starts, and as ``progress("done", total, total)`` at the end.
-    """
-    from attnkit.models.text import TextClassifier
+        progress: called as ``progress(step, done, total)`` when each step starts (for the
+            built-in methods, the :data:`STEPS`: the attention pass and the methods reading it,
+            then each method that runs the model, then the verdicts), and as
+            ``progress("done", total, total)`` at the end.
+        methods: names of registered explanation methods
+            (:data:`attnkit.interpret.methods.METHODS`); ``None``: every registered one that
+            applies to the model, in registration order. Leave-one-out, the verdicts'
+            reference, always runs.
 
+    Returns:
+        :class:`Explanation`: ``scores`` ``{method: (B, N)}`` in running order, leave-one-out
+        last; a verdict per other method in each convention.
+
+    Raises:
+        ValueError: ``texts`` is empty or a string; an unknown method name (the known ones are
+            listed) or one that does not apply to the model.
+
+    Example::
+
+        result = explain(model, tokenizer, ["the film was wonderful"], methods=["rollout"])
+        result.scores["rollout"], result.verdicts[0].trusted
+    """
     if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty list of strings")
+    view = model_view(model, tokenizer)
+    chosen = resolve_methods(view, methods)
+    running = [m for m in chosen if not m.reads_attention]
+    names = ("attention", *(m.name for m in running), REFERENCE, "verdicts")
     report = progress if progress is not None else (lambda step, done, total: None)
-    model.eval()
-    report(STEPS[0], 0, len(STEPS))
-    if isinstance(model, TextClassifier):
-        forward, embeddings, mask, tokens, predicted, scores, weights = _attend_attnkit(
-            model, tokenizer, texts
-        )
-    else:
-        forward, embeddings, mask, tokens, predicted, scores, weights = _attend_huggingface(
-            model, tokenizer, texts
-        )
-    report(STEPS[1], 1, len(STEPS))
-    scores["gradient x input"] = gradient_x_input(forward, embeddings, mask, predicted)
-    report(STEPS[2], 2, len(STEPS))
-    scores["integrated gradients"] = integrated_gradients(
-        forward, embeddings, mask, predicted, steps
-    )
-    report(STEPS[3], 3, len(STEPS))
-    reference = leave_one_out(forward, embeddings, mask, predicted)
-    report(STEPS[4], 4, len(STEPS))
+    view.model.eval()
+    report(names[0], 0, len(names))
+    embeddings, mask, tokens = view.encode(texts)
+    batch = Batch(tokens, embeddings, mask, view.attend(embeddings, mask), steps)
+    scores = {m.name: _run(m, view, batch) for m in chosen if m.reads_attention}
+    for done, method in enumerate(running, start=1):
+        report(method.name, done, len(names))
+        scores[method.name] = _run(method, view, batch)
+    report(REFERENCE, len(names) - 2, len(names))
+    reference = _run(METHODS[REFERENCE], view, batch)
+    report(names[-1], len(names) - 1, len(names))
+    predicted = batch.predicted
     with torch.no_grad():
         verdicts = {
             convention: judge(
-                forward,
+                view.logits,
                 embeddings,
                 mask,
                 predicted,
                 scores,
-                ("leave-one-out", reference),
+                (REFERENCE, reference),
                 convention=convention,
             )
             for convention in CONVENTIONS
         }
-    scores["leave-one-out"] = reference
-    report("done", len(STEPS), len(STEPS))
+    scores[REFERENCE] = reference
+    report("done", len(names), len(names))
     return Explanation(
-        tokens, mask, predicted, scores, verdicts["magnitude"], weights, verdicts["signed"]
+        tokens,
+        mask,
+        predicted,
+        scores,
+        verdicts["magnitude"],
+        batch.attended.weights,
+        verdicts["signed"],
     )
 
 
-def _attend_huggingface(model: nn.Module, tokenizer, texts: Sequence[str]):
-    batch = tokenizer(list(texts), return_tensors="pt", padding=True)
-    mask = batch["attention_mask"].bool()
-    embed = model.get_input_embeddings()
-
-    def forward(embeddings: Tensor, visible: Tensor) -> Tensor:
-        return model(inputs_embeds=embeddings, attention_mask=visible.long()).logits
-
-    embeddings = embed(batch["input_ids"]).detach()
-    with kept_parameter_grads(model), capture(model, grad=True) as rec:
-        logits = forward(embeddings, mask)
-        predicted = logits.argmax(-1)
-        logits.gather(1, predicted[:, None]).sum().backward()
-    weights, grads = rec.weights, rec.grads
-    last = list(weights.values())[-1]
-    scores = {
-        "last-layer attention": last.mean(1)[:, 0] * mask,
-        "rollout": rollout(weights)[:, 0] * mask,
-        "relevance": relevance(weights, grads)[:, 0] * mask,
-    }
-    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in batch["input_ids"].tolist()]
-    return forward, embeddings, mask, tokens, predicted, scores, weights
-
-
-def _read(
-    model: nn.Module, embeddings: Tensor, visible: Tensor, detach: bool = False
-) -> tuple[Tensor, Tensor]:
-    """A TextClassifier's ``(logits (B, C), pooling weights (B, N))`` from its token embeddings
-    ``(B, N, E)``, reading only the ``visible (B, N)`` tokens (any of them, not only a prefix).
-    ``detach``: no gradient flows through the pooling weights (Jain & Wallace 2019, §4.1)."""
-    config = model.config
-    x = model.dropout(embeddings)  # (B, N, E)
-    if config.attention == "multihead":
-        states = model.encoder(x, visible)  # (B, N, E)
-    else:  # packing needs a prefix: move the visible tokens to the front, in order, and back
-        n = x.shape[1]
-        order = (~visible).to(torch.int8).argsort(dim=1, stable=True)  # (B, N)
-        front = x.gather(1, order[..., None].expand_as(x))  # (B, N, E)
-        lengths = visible.sum(1).clamp_min(1)  # a row with nothing visible pools to zero below
-        packed = pack_padded_sequence(front, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, _ = pad_packed_sequence(model.encoder(packed)[0], batch_first=True, total_length=n)
-        back = order.argsort(dim=1)[..., None].expand(-1, -1, states.shape[-1])
-        states = states.gather(1, back) * visible[..., None]  # (B, N, 2H)
-    if model.pool is None:
-        weights = visible.to(states.dtype) / visible.sum(1, keepdim=True).clamp_min(1)  # (B, N)
-    else:
-        weights = model.pool(model.query.expand(x.shape[0], -1), states, mask=visible).weights
-    # the pooling's own output, read through the returned weights so that they get a gradient
-    read = weights.detach() if detach else weights
-    pooled = (read.unsqueeze(1) @ states).squeeze(1)  # (B, D)
-    return model.head(model.dropout(pooled)), weights
-
-
-def _attend_attnkit(model: nn.Module, tokenizer, texts: Sequence[str]):
-    ids, mask, tokens = tokenizer(list(texts))
-    embeddings = model.embed(ids).detach()  # (B, N, E)
-
-    def forward(inputs: Tensor, visible: Tensor) -> Tensor:
-        return _read(model, inputs, visible)[0]
-
-    attention = model.config.attention
-    scores: dict[str, Tensor] = {}
-    weights: dict[str, Tensor] = {}
-    with kept_parameter_grads(model), torch.enable_grad():
-        if attention == "multihead":
-            with capture(model, grad=True) as rec:
-                logits, pooling = _read(model, embeddings, mask)
-                pooling.retain_grad()
-                predicted = logits.argmax(-1)
-                logits.gather(1, predicted[:, None]).sum().backward()
-            weights = rec.weights
-            read = pooling.detach()[:, None, :]  # (B, 1, N)
-            gradient_weighted = (pooling.grad * pooling.detach()).clamp_min(0)[:, None, :]
-            scores["attention pooling"] = pooling.detach() * mask
-            scores["rollout"] = (read @ rollout(weights))[:, 0] * mask
-            scores["relevance"] = (gradient_weighted @ relevance(weights, rec.grads))[:, 0] * mask
-        else:
-            with torch.no_grad():
-                logits, pooling = _read(model, embeddings, mask)
-            predicted = logits.argmax(-1)
-            if attention != "none":  # the mean's uniform weights explain nothing
-                name = "attention pooling" if attention == "soft" else "hard attention"
-                scores[name] = pooling * mask
-    return forward, embeddings, mask, tokens, predicted, scores, weights
+def _run(method: ExplanationMethod, view: ModelView, batch: Batch) -> Tensor:
+    """``method``'s scores ``(B, N)``, checked: a wrong shape is an error, not a wrong verdict."""
+    with torch.enable_grad() if method.gradients else torch.no_grad():
+        scores = method(view, batch)
+    if not isinstance(scores, Tensor) or scores.shape != batch.mask.shape:
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(
+            f"explanation method {method.name!r} must return scores (B, N) = "
+            f"{tuple(batch.mask.shape)}, got {shape}"
+        )
+    return scores.detach()

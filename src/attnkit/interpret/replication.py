@@ -357,8 +357,6 @@ def jain_wallace(
     Returns:
         The table and the predicted classes ``(B,)``.
     """
-    from attnkit.interpret.explanation import _read
-
     if getattr(model, "pool", None) is None or model.config.attention == "hard":
         raise ValueError(
             "model must pool with soft attention ('soft' or 'multihead') for the Jain & Wallace "
@@ -369,13 +367,14 @@ def jain_wallace(
     embeddings = model.embed(ids).detach()  # (B, N, E)
 
     def forward(inputs: Tensor, visible: Tensor) -> Tensor:
-        return _read(model, inputs, visible)[0]
+        return model.forward_embeddings(inputs, visible).logits
 
     def detached(inputs: Tensor, visible: Tensor) -> Tensor:
-        return _read(model, inputs, visible, detach=True)[0]
+        return model.forward_embeddings(inputs, visible, detach_weights=True).logits
 
     with torch.no_grad():
-        logits, pooling = _read(model, embeddings, mask)
+        result = model.forward_embeddings(embeddings, mask)
+    logits, pooling = result.logits, result.weights
     predicted = logits.argmax(-1)
     scores = {
         "attention pooling": pooling * mask,

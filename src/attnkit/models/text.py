@@ -215,27 +215,74 @@ class TextClassifier(nn.Module):
         self.head = nn.Linear(size, config.classes)
 
     def encode(self, tokens: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
-        """Encoder states ``(B, T, D)`` of ``tokens (B, T)``."""
-        x = self.dropout(self.embed(tokens))  # (B, T, E)
+        """Encoder states ``(B, T, D)`` of ``tokens (B, T)`` (``lengths (B,)``: ``mask.sum(1)``)."""
+        return self.encode_embeddings(self.embed(tokens), mask)
+
+    def encode_embeddings(self, embeddings: Tensor, mask: Tensor) -> Tensor:
+        """Encoder states ``(B, T, D)`` of token ``embeddings (B, T, E)`` that read only the
+        ``True`` positions of ``mask (B, T)``, any of them (not only a prefix): the recurrent
+        encoders run on the visible tokens moved to the front in order (packed), so a hidden
+        token is deleted from the sequence, and its state is zero; the transformer masks it as a
+        key (its own state is still computed)."""
+        x = self.dropout(embeddings)  # (B, T, E)
         if self.config.attention == "multihead":
             return self.encoder(x, mask)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, _ = self.encoder(packed)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
-        return states  # (B, T, 2H)
+        n = x.shape[1]
+        order = (~mask).to(torch.int8).argsort(dim=1, stable=True)  # (B, T) visible first
+        front = x.gather(1, order[..., None].expand_as(x))  # (B, T, E)
+        lengths = mask.sum(1).clamp_min(1)  # a row with nothing visible pools to zero
+        packed = pack_padded_sequence(front, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.encoder(packed)[0], batch_first=True, total_length=n)
+        back = order.argsort(dim=1)[..., None].expand(-1, -1, states.shape[-1])  # (B, T, 2H)
+        return states.gather(1, back) * mask[..., None]  # (B, T, 2H)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> TextClassifierResult:
         """Classify ``tokens (B, T)`` (right-padded with 0); ``mask (B, T)``, ``True`` on real
-        tokens, defaults to ``tokens != 0``."""
-        mask, lengths = _check_mask(tokens, mask)
-        states = self.encode(tokens, mask, lengths)  # (B, T, D)
-        if self.pool is None:
-            weights = mask.to(states.dtype) / lengths[:, None].to(states.dtype)  # (B, T)
-            pooled = (weights.unsqueeze(1) @ states).squeeze(1)  # (B, D)
+        tokens, defaults to ``tokens != 0``: :meth:`forward_embeddings` of their embeddings."""
+        mask, _ = _check_mask(tokens, mask)
+        return self.forward_embeddings(self.embed(tokens), mask)
+
+    def forward_embeddings(
+        self, embeddings: Tensor, mask: Tensor, detach_weights: bool = False
+    ) -> TextClassifierResult:
+        """Classify from the token embeddings: the seam that attributions differentiate through.
+
+        Args:
+            embeddings: ``(B, T, E)``, as ``self.embed(tokens)`` gives them.
+            mask: ``(B, T)`` boolean, ``True`` on the tokens the model may read: any of them, not
+                only a prefix (a hidden token is deleted from a recurrent encoder's sequence and
+                masked as a key in the transformer and the pooling; see
+                :meth:`encode_embeddings`). A row with nothing visible pools to zero.
+            detach_weights: stop the gradient through the pooling weights (the forward value is
+                unchanged), for gradients at fixed attention (Jain & Wallace 2019, §4.1).
+
+        Returns:
+            :class:`TextClassifierResult`, the pooled vector read as ``Σ_t w_t h_t`` through the
+            returned ``weights`` (so that ``weights`` carries the gradient of the logits).
+
+        Example::
+
+            result = model.forward_embeddings(model.embed(tokens), tokens != 0)
+            # == model(tokens): same logits, weights and states
+        """
+        if embeddings.ndim != 3 or embeddings.shape[-1] != self.config.embed_dim:
+            raise ValueError(
+                f"embeddings must be (B, T, E={self.config.embed_dim}), got "
+                f"{tuple(embeddings.shape)}"
+            )
+        if mask.dtype != torch.bool or mask.shape != embeddings.shape[:2]:
+            raise ValueError(
+                f"mask must be a boolean (B, T) = {tuple(embeddings.shape[:2])} tensor, got "
+                f"{mask.dtype} {tuple(mask.shape)}"
+            )
+        states = self.encode_embeddings(embeddings, mask)  # (B, T, D)
+        if self.pool is None:  # the mean over the visible tokens
+            weights = mask.to(states.dtype) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, T)
         else:
-            query = self.query.expand(tokens.shape[0], -1)  # (B, D)
-            read = self.pool(query, states, mask=mask)
-            pooled, weights = read.output, read.weights  # (B, D), (B, T)
+            query = self.query.expand(embeddings.shape[0], -1)  # (B, D)
+            weights = self.pool(query, states, mask=mask).weights  # (B, T)
+        read = weights.detach() if detach_weights else weights
+        pooled = (read.unsqueeze(1) @ states).squeeze(1)  # (B, D): the pooling's own output
         return TextClassifierResult(self.head(self.dropout(pooled)), weights, states)
 
 
