@@ -306,13 +306,19 @@ def _capture_pair(model, run, heads, **options):
     return chosen, whole
 
 
+CUDA = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("last_query", [False, True])
 @pytest.mark.parametrize("heads", [[3], [0, 2], [3, 1]])
-def test_chosen_heads_equal_the_whole_capture_on_grouped_attention(heads, last_query):
+def test_chosen_heads_equal_the_whole_capture_on_grouped_attention(heads, last_query, device):
     # grouped (4 query heads share 2 key heads) and plain layers, weights and every statistic
     torch.manual_seed(1)
-    model = TwoLayers().eval()
-    x = torch.randn(2, 9, 32)
+    model = TwoLayers().eval().to(device)
+    x = torch.randn(2, 9, 32, device=device)
     spans = {"start": (0, 3)}
     options = {"weights": True, "stats": STATS, "spans": spans, "last_query": last_query}
     chosen, whole = _capture_pair(model, lambda: model(x), heads, **options)
