@@ -112,7 +112,9 @@ def stylesheet(rules: str = "", scope: str = "") -> str:
     return "\n".join(lines)
 
 
-def page(title: str, body: str, *, style: str = "", images: str = "data:") -> str:
+def page(
+    title: str, body: str, *, style: str = "", images: str = "data:", scripts: bool = False
+) -> str:
     """A whole self-contained HTML page.
 
     Args:
@@ -121,19 +123,23 @@ def page(title: str, body: str, *, style: str = "", images: str = "data:") -> st
         style: the page's own CSS rules, added after the kit's (:func:`stylesheet`).
         images: where images may come from (the policy's ``img-src``): ``"data:"`` for inline
             images (:func:`png_data_uri`), ``"'self' file:"`` for files beside the page.
+        scripts: allow the page's own inline scripts (a notebook view's); none by default.
 
     Returns:
-        The page: no script runs and nothing is fetched (``default-src 'none'``).
+        The page: nothing is fetched (``default-src 'none'``) and, unless ``scripts``, no script
+        runs.
     """
     if '"' in images or ";" in images:
         raise ValueError(f"images must be CSP sources without quotes or ';', got {images!r}")
     csp = f"default-src 'none'; img-src {images}; style-src 'unsafe-inline'"
+    if scripts:
+        csp += "; script-src 'unsafe-inline'"
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{stylesheet(style)}</style></head><body>\n"
-        f"{body}\n</body></html>\n"
+        f"{body}\n</body></html>"
     )
 
 
