@@ -37,6 +37,19 @@ def _value(outcome) -> str:
     return f"{format_significant(outcome.value)} {status_badge(outcome.status)}"
 
 
+def _check_row(check, attributes: str = "") -> str:
+    """A check's row: name, condition, status, share of failing examples, counts per status."""
+    counts = [
+        sum(o.status.value == s for o in check.outcomes) for s in ("PASS", "WARN", "FAIL", "SKIP")
+    ]
+    return (
+        f"<tr{attributes}><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>"
+        f"<td>{status_badge(check.status)}</td>"
+        f"<td class=num>{format_percent(check.failing)}</td>"
+        f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
+    )
+
+
 def _shade(tokens: list[str], leaned: list[float]) -> str:
     """Context tokens as spans shaded by weight relative to the largest, with exact titles."""
     top = max(leaned, default=0.0)
@@ -64,17 +77,7 @@ def render(result: SuiteResult) -> str:
             ["check", "condition", "status", "failing examples", "PASS / WARN / FAIL / SKIP"]
         ),
     ]
-    for check in checks:
-        counts = [
-            sum(o.status.value == s for o in check.outcomes)
-            for s in ("PASS", "WARN", "FAIL", "SKIP")
-        ]
-        parts.append(
-            f'<tr class="check"><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>'
-            f"<td>{status_badge(check.status)}</td>"
-            f"<td class=num>{format_percent(check.failing)}</td>"
-            f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
-        )
+    parts += [_check_row(check, ' class="check"') for check in checks]
     parts += [
         "</table>",
         "<h2>Examples</h2>",

@@ -5,8 +5,8 @@ evaluation report (:mod:`attnkit.llm.eval_report`)."""
 
 from __future__ import annotations
 
-from attnkit.htmlkit import escape, format_percent, header_row, status_badge
-from attnkit.llm.eval_report import _shade, _value
+from attnkit.htmlkit import escape, header_row, status_badge
+from attnkit.llm.eval_report import _check_row, _shade, _value
 from attnkit.views.kit import View, wrap
 
 __all__ = ["suite_view"]
@@ -24,17 +24,7 @@ def suite_view(result, max_examples: int = 50) -> View:
         "<table>"
         + header_row(["check", "condition", "status", "failing", "PASS / WARN / FAIL / SKIP"]),
     ]
-    for check in checks:
-        counts = [
-            sum(o.status.value == s for o in check.outcomes)
-            for s in ("PASS", "WARN", "FAIL", "SKIP")
-        ]
-        parts.append(
-            f"<tr><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>"
-            f"<td>{status_badge(check.status)}</td>"
-            f"<td class=num>{format_percent(check.failing)}</td>"
-            f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
-        )
+    parts += [_check_row(check) for check in checks]
     parts += [
         "</table>",
         "<table>" + header_row(["id", "status", "answer", *(c.name for c in checks)]),
