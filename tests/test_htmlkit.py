@@ -1,6 +1,7 @@
 """The one HTML kit: formatting against hand-written strings, escaping, the page shell, and every
 page and view written with it (its stylesheet, one mark for a missing value)."""
 
+import importlib
 import math
 import re
 import warnings
@@ -100,17 +101,23 @@ def test_png_data_uri():
         png_data_uri(b"GIF89a")
 
 
-@pytest.mark.parametrize("name", ["format_number", "format_percent"])
-def test_old_verdicts_names_warn_and_give_the_kits_function(name):
-    import attnkit.interpret.verdicts as verdicts
-
-    with pytest.warns(DeprecationWarning, match=f"attnkit.htmlkit.{name}"):
-        old = getattr(verdicts, name)
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("attnkit.interpret.verdicts", "format_number"),
+        ("attnkit.interpret.verdicts", "format_percent"),
+        ("attnkit.views.kit", "escape"),
+    ],
+)
+def test_old_names_warn_and_give_the_kits_function(module, name):
+    old_module = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=f"{module}.{name} is deprecated.*htmlkit.{name}"):
+        old = getattr(old_module, name)
     assert old is getattr(htmlkit, name)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(AttributeError):
-            verdicts.no_such_name  # noqa: B018
+            old_module.no_such_name  # noqa: B018
 
 
 # --- every page and view uses the kit ---------------------------------------------------------

@@ -51,6 +51,7 @@ NAMES: dict[tuple[str, str], tuple[str, str]] = {
     ("attnkit.models", "train_classifier"): ("attnkit.models.glimpse", "train_classifier"),
     ("attnkit.interpret.verdicts", "format_number"): ("attnkit.htmlkit", "format_number"),
     ("attnkit.interpret.verdicts", "format_percent"): ("attnkit.htmlkit", "format_percent"),
+    ("attnkit.views.kit", "escape"): ("attnkit.htmlkit", "escape"),
 }
 
 

@@ -20,6 +20,7 @@ import zlib
 
 import numpy as np
 
+from attnkit._moved import moved_name
 from attnkit.htmlkit import png_data_uri as _png_uri
 from attnkit.htmlkit import stylesheet
 
@@ -153,3 +154,7 @@ def png_data_uri(rgb: np.ndarray) -> str:
         + chunk(b"IEND", b"")
     )
     return _png_uri(png)
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)
