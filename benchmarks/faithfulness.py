@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import attnkit
 from attnkit import MultiHeadAttention
 from attnkit.data import make_evidence_task
+from attnkit.htmlkit import format_interval, format_number, format_percent
 from attnkit.interpret import judge, relevance, rollout
 from attnkit.interpret.attribution import gradient_x_input, integrated_gradients, leave_one_out
 from attnkit.interpret.faithfulness import CONVENTIONS
 from attnkit.interpret.replication import jain_wallace
-from attnkit.interpret.verdicts import format_number, format_percent
 from attnkit.recording import intervene
 from harness import RESULTS, machine, markdown_table, write_results
 
@@ -193,11 +193,6 @@ def classic(examples: int, seed: int, epochs: int):
     return table
 
 
-def _interval(interval, percent=False) -> str:
-    show = format_percent if percent else format_number
-    return f"[{show(interval[0])}, {show(interval[1])}]"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -221,9 +216,10 @@ def main() -> None:
                     model,
                     verdict.method,
                     f"{result['found'][verdict.method]:.2f}",
-                    f"{format_number(verdict.tau)} {_interval(verdict.tau_interval)}",
-                    f"{format_number(other.tau)} {_interval(other.tau_interval)}",
-                    f"{format_percent(verdict.gain)} {_interval(verdict.gain_interval, True)}",
+                    f"{format_number(verdict.tau)} {format_interval(verdict.tau_interval)}",
+                    f"{format_number(other.tau)} {format_interval(other.tau_interval)}",
+                    f"{format_percent(verdict.gain)} "
+                    f"{format_interval(verdict.gain_interval, percent=True)}",
                     verdict.label,
                     other.label,
                 ]

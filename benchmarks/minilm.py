@@ -35,10 +35,10 @@ from rich.progress import track
 sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.data import make_evidence_task
+from attnkit.htmlkit import format_interval, format_number, format_percent
 from attnkit.interpret import head_importance, prune_heads
 from attnkit.interpret.explanation import explain
 from attnkit.interpret.replication import pair_agreements
-from attnkit.interpret.verdicts import format_number, format_percent
 from harness import RESULTS, machine, markdown_table, screenshot, write_results
 
 POSITIVE = ("excellent", "wonderful", "superb", "brilliant")
@@ -182,19 +182,15 @@ def main() -> None:
         f"{about['torch']}; {about['date']}"
     )
 
-    def interval(values, percent=False) -> str:
-        show = format_percent if percent else format_number
-        return f"[{show(values[0])}, {show(values[1])}]"
-
     method_rows = [
         [r["method"], r["top_word_is_evidence"], "", "", "", "reference", "reference"]
         if r["n"] is None
         else [
             r["method"],
             r["top_word_is_evidence"],
-            f"{format_number(r['tau_magnitude'])} {interval(r['tau_magnitude_interval'])}",
-            f"{format_number(r['tau_signed'])} {interval(r['tau_signed_interval'])}",
-            f"{format_percent(r['gain'])} {interval(r['gain_interval'], True)}",
+            f"{format_number(r['tau_magnitude'])} {format_interval(r['tau_magnitude_interval'])}",
+            f"{format_number(r['tau_signed'])} {format_interval(r['tau_signed_interval'])}",
+            f"{format_percent(r['gain'])} {format_interval(r['gain_interval'], percent=True)}",
             r["verdict_magnitude"],
             r["verdict_signed"],
         ]
@@ -207,7 +203,7 @@ def main() -> None:
             [f"{first} vs {second}"]
             + [
                 f"{format_number(both[c].mean)} ± {format_number(both[c].sd)} "
-                f"{interval(both[c].interval)}"
+                f"{format_interval(both[c].interval)}"
                 for c in ("magnitude", "signed")
             ]
             + [both["magnitude"].n]

@@ -49,6 +49,9 @@ NAMES: dict[tuple[str, str], tuple[str, str]] = {
     ("attnkit.monitor.drift", "jensen_shannon"): ("attnkit.monitor.drift", "js_distance"),
     ("attnkit.models", "evaluate"): ("attnkit.models.glimpse", "evaluate"),
     ("attnkit.models", "train_classifier"): ("attnkit.models.glimpse", "train_classifier"),
+    ("attnkit.interpret.verdicts", "format_number"): ("attnkit.htmlkit", "format_number"),
+    ("attnkit.interpret.verdicts", "format_percent"): ("attnkit.htmlkit", "format_percent"),
+    ("attnkit.views.kit", "escape"): ("attnkit.htmlkit", "escape"),
 }
 
 

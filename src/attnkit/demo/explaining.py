@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from attnkit.demo.hf import quiet_transformers
 from attnkit.demo.result import StepContext, StepResult, Table
+from attnkit.htmlkit import MISSING, format_number, format_percent
 
 __all__ = ["explain_step", "sentences"]
 
@@ -105,8 +106,8 @@ def explain_step(context: StepContext) -> StepResult:
             "trusted": None if verdict is None else verdict.trusted,
         }
         word = "reference" if verdict is None else verdict.verdict
-        tau = "" if verdict is None else f"{verdict.tau:.2f}"
-        gain = "" if verdict is None else f"{verdict.gain:.0%}"
+        tau = MISSING if verdict is None else format_number(verdict.tau)
+        gain = MISSING if verdict is None else format_percent(verdict.gain)
         rows.append((method, f"{found:.0%}", tau, gain, word))
     report = folder / "report.html"
     report.write_text(

@@ -26,6 +26,7 @@ import numpy as np
 
 from attnkit.demo.hf import quiet_transformers
 from attnkit.demo.result import StepContext, StepResult, Table
+from attnkit.htmlkit import format_significant
 
 __all__ = ["Testbed", "llm_step", "monitor_step"]
 
@@ -352,7 +353,7 @@ def monitor_step(context: StepContext) -> StepResult:
         (
             signal,
             result.method,
-            f"{result.statistic:.3g}",
+            format_significant(result.statistic),
             "drift" if result.drifted else "no drift",
         )
         for signal, result in report.results.items()

@@ -8,28 +8,25 @@ changes between two runs with the same seeds).
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 from attnkit.demo.result import StepResult, Table
+from attnkit.htmlkit import escape, header_row, page
 
 __all__ = ["FILE_LABELS", "render_index"]
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;color:#1f2328;max-width:72rem;padding:0 1rem}
-h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
-.meta{color:#57606a}table{border-collapse:collapse;margin:.8rem 0}
-td,th{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}.ok{color:#1a7f37;font-weight:600}.skipped{color:#9a6700;font-weight:600}
-.failed{color:#b42318;font-weight:600}.figs{display:flex;flex-wrap:wrap;gap:1rem}
-.figs figure{margin:0}.figs img{max-width:34rem;width:100%;border:1px solid #d0d7de}
-figcaption{font-size:.8rem;color:#57606a}code{background:#f6f8fa;padding:.1rem .3rem;
-border-radius:.2rem}ul.notes li{margin:.3rem 0}.files li{margin:.15rem 0}.time{white-space:nowrap}
+h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid var(--ak-line);
+padding-bottom:.3rem}
+.ok,.skipped,.failed{font-weight:600}.skipped{color:var(--ak-unsure)}.failed{color:var(--ak-bad)}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}
+.figs figure{margin:0}.figs img{max-width:34rem;width:100%;border:1px solid var(--ak-line)}
+figcaption{font-size:.8rem;color:var(--ak-muted)}
+ul.notes li{margin:.3rem 0}.files li{margin:.15rem 0}.time{white-space:nowrap}
 """
-_CSP = "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'"
 
 FILE_LABELS = {
     "curves.png": "validation curves",
@@ -53,7 +50,7 @@ FILE_LABELS = {
 
 def _text(value: object) -> str:
     """Escaped text; ``**bold**`` (used by the steps' notes to mark a loss) becomes <strong>."""
-    escaped = html.escape(str(value), quote=True)
+    escaped = escape(value)
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
 
 
@@ -63,7 +60,6 @@ def _time(seconds: float) -> str:
 
 def _table(table: Table) -> str:
     timing = {table.columns.index(name) for name in table.timing}
-    head = "".join(f"<th>{_text(c)}</th>" for c in table.columns)
     body = []
     for row in table.rows:
         cells = []
@@ -71,11 +67,11 @@ def _table(table: Table) -> str:
             value = f'<span class="time">{_text(cell)}</span>' if i in timing else _text(cell)
             cells.append(f"<td>{value}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<table>{header_row(table.columns)}{''.join(body)}</table>"
 
 
 def _href(path: str) -> str:
-    return html.escape(quote(path), quote=True)
+    return escape(quote(path))
 
 
 def _files(result: StepResult, out: Path) -> tuple[str, str]:
@@ -144,12 +140,8 @@ def render_index(
     further = "".join(
         f"<li>{_text(what)}: <code>{_text(command)}</code></li>" for what, command in commands
     )
-    return "".join(
+    body = "".join(
         [
-            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-            f"<title>attnkit demo</title><style>{_STYLE}</style></head><body>",
             "<h1>attnkit demo</h1>",
             f'<p class="meta">{facts} · total {_time(seconds)}</p>',
             "<p>Every attention mechanism checked against its reference; small attention models "
@@ -162,6 +154,6 @@ def render_index(
             "</table>",
             *(_section(result, out) for result in results),
             f"<h2>Go further</h2><ul>{further}</ul>" if further else "",
-            "</body></html>\n",
         ]
     )
+    return page("attnkit demo", body, style=_STYLE, images="'self' file:") + "\n"

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnkit.htmlkit import format_interval, format_number, format_percent
 from attnkit.interpret.attribution import Classifier, gradient_x_input, is_signed, leave_one_out
 from attnkit.interpret.faithfulness import (
     BINS,
@@ -42,14 +43,7 @@ from attnkit.interpret.faithfulness import (
     percentile_bootstrap,
     rank_agreement,
 )
-from attnkit.interpret.verdicts import (
-    LEVEL,
-    RESAMPLES,
-    MethodVerdict,
-    format_number,
-    format_percent,
-    judge,
-)
+from attnkit.interpret.verdicts import LEVEL, RESAMPLES, MethodVerdict, judge
 
 __all__ = [
     "PROTOCOL",
@@ -78,8 +72,7 @@ PROTOCOL = {
 
 def _with(value: float, interval: tuple[float, float]) -> str:
     """``0.451 [0.382, 0.519]``."""
-    low, high = (format_number(x, 3) for x in interval)
-    return f"{format_number(value, 3)} [{low}, {high}]"
+    return f"{format_number(value, 3)} {format_interval(interval, digits=3)}"
 
 
 @dataclass(frozen=True)
@@ -144,7 +137,7 @@ class FaithfulnessTable:
                 p = both[convention]
                 cells += [
                     f"{format_number(p.mean)} ± {format_number(p.sd)}",
-                    f"[{format_number(p.interval[0])}, {format_number(p.interval[1])}]",
+                    format_interval(p.interval),
                 ]
             lines.append(f"| {first} vs {second} | {' | '.join(cells)} | {both['magnitude'].n} |")
         lines += [
@@ -176,9 +169,8 @@ class FaithfulnessTable:
                 lines.append(
                     f"| {v.method} | {v.tau_name.replace('|', chr(92) + '|')} | "
                     f"{format_number(v.tau)} | "
-                    f"[{format_number(v.tau_interval[0])}, {format_number(v.tau_interval[1])}] | "
-                    f"{format_percent(v.gain)} | [{format_percent(v.gain_interval[0])}, "
-                    f"{format_percent(v.gain_interval[1])}] | {v.n} | {v.label} |"
+                    f"{format_interval(v.tau_interval)} | {format_percent(v.gain)} | "
+                    f"{format_interval(v.gain_interval, percent=True)} | {v.n} | {v.label} |"
                 )
         lines += ["", "## Protocol", ""]
         lines += [f"- {key}: {value}" for key, value in PROTOCOL.items()]

@@ -11,8 +11,6 @@ strips).
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -21,25 +19,24 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.interpret.verdicts import (
-    LEVEL,
-    MIN_EXAMPLES,
-    MIN_GAIN,
-    MethodVerdict,
+from attnkit.htmlkit import (
+    MISSING,
+    escape,
+    format_interval,
     format_number,
     format_percent,
+    format_significant,
+    header_row,
+    page,
+    png_data_uri,
 )
+from attnkit.interpret.verdicts import LEVEL, MIN_EXAMPLES, MIN_GAIN, MethodVerdict
 
 __all__ = ["MAX_PIXELS", "attention_figure", "importance_figure", "render_report", "save_figures"]
 
 MAX_PIXELS = 128  # largest side of a pooled attention heatmap
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:80rem}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-.ok{color:#1a7f37}.no{color:#b42318}.unsure{color:#9a6700}
-.tokens{line-height:2;margin:.5rem 0 1.5rem}
-.tok{padding:.1rem .15rem;border-radius:.2rem;white-space:pre}
 .grid{display:grid;gap:4px}.grid img{width:100%;image-rendering:pixelated}
 .cell{font-size:.7rem;text-align:center;overflow-wrap:anywhere}
 """
@@ -94,12 +91,13 @@ def importance_figure(tokens: Sequence[str], scores: Tensor, title: str = ""):
 
 
 def _png(figure) -> str:
+    """The figure as a ``data:image/png`` URI (and closed)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(buffer.getvalue())
 
 
 def _token_strip(tokens: Sequence[str], scores: Tensor) -> str:
@@ -110,8 +108,8 @@ def _token_strip(tokens: Sequence[str], scores: Tensor) -> str:
         alpha = abs(value) / peak
         color = f"rgba(220,38,38,{alpha:.2f})" if value >= 0 else f"rgba(37,99,235,{alpha:.2f})"
         spans.append(
-            f'<span class="tok" style="background:{color}" title="{value:.4g}">'
-            f"{html.escape(token)}</span>"
+            f'<span class="tok" style="background:{color}" title="{format_significant(value, 4)}">'
+            f"{escape(token)}</span>"
         )
     return '<div class="tokens">' + " ".join(spans) + "</div>"
 
@@ -123,12 +121,11 @@ def _grid(columns: int) -> str:
 
 def _mark(verdict: MethodVerdict) -> str:
     css = {"trusted": "ok", "flagged": "no"}.get(verdict.verdict, "unsure")
-    return f'<span class="{css}">{html.escape(verdict.label)}</span>'
+    return f'<span class="{css}">{escape(verdict.label)}</span>'
 
 
 def _with_interval(value: str, interval: tuple[float, float], percent: bool = False) -> str:
-    show = format_percent if percent else format_number
-    return f"{value} [{show(interval[0])}, {show(interval[1])}]"
+    return f"{value} {format_interval(interval, percent=percent)}"
 
 
 def _verdict_table(
@@ -141,13 +138,13 @@ def _verdict_table(
         signed_cells = (
             ""
             if not signed_verdicts
-            else "<td></td><td></td>"
+            else f"<td>{MISSING}</td><td>{MISSING}</td>"
             if other is None
             else f"<td>{_with_interval(format_number(other.tau), other.tau_interval)}</td>"
             f"<td>{_mark(other)}</td>"
         )
         rows.append(
-            f"<tr><td>{html.escape(v.method)}</td><td>{'yes' if v.signed else 'no'}</td>"
+            f"<tr><td>{escape(v.method)}</td><td>{'yes' if v.signed else 'no'}</td>"
             f"<td>{_mark(v)}</td><td>{v.n}</td>"
             f"<td>{_with_interval(format_percent(v.gain), v.gain_interval, True)}</td>"
             f"<td>{_with_interval(format_number(v.tau), v.tau_interval)}</td>{signed_cells}"
@@ -156,15 +153,15 @@ def _verdict_table(
             f"<td>{format_number(v.sufficiency, 3)}</td></tr>"
         )
     level = f"{LEVEL:.0%}"
-    signed_header = (
-        f"<th>τ(signed) [{level}]</th><th>verdict with signed τ</th>" if signed_verdicts else ""
+    signed_header = [f"τ(signed) [{level}]", "verdict with signed τ"] if signed_verdicts else []
+    header = header_row(
+        [
+            *("method", "signed scores", "verdict", "n", f"gain vs reference [{level}]"),
+            *(f"τ(|scores|) [{level}]", *signed_header),
+            *("comprehensiveness", "random", "sufficiency"),
+        ]
     )
-    header = (
-        "<tr><th>method</th><th>signed scores</th><th>verdict</th><th>n</th>"
-        f"<th>gain vs reference [{level}]</th><th>τ(|scores|) [{level}]</th>{signed_header}"
-        "<th>comprehensiveness</th><th>random</th><th>sufficiency</th></tr>"
-    )
-    sentences = "".join(f"<li>{html.escape(v.sentence)}</li>" for v in verdicts)
+    sentences = "".join(f"<li>{escape(v.sentence)}</li>" for v in verdicts)
     return f"<table>{header}{''.join(rows)}</table><ul class='words'>{sentences}</ul>"
 
 
@@ -176,16 +173,18 @@ def _example_table(verdicts: Sequence[MethodVerdict], example: int) -> str:
             continue
         e = v.examples[example]
         rows.append(
-            f"<tr><td>{html.escape(v.method)}</td><td>{format_percent(e.gain)}</td>"
+            f"<tr><td>{escape(v.method)}</td><td>{format_percent(e.gain)}</td>"
             f"<td>{format_number(e.tau)}</td><td>{format_number(e.comprehensiveness, 3)}</td>"
             f"<td>{format_number(e.random_comprehensiveness, 3)}</td>"
-            f"<td>{html.escape(e.leaning)}</td></tr>"
+            f"<td>{escape(e.leaning)}</td></tr>"
         )
     if not rows:
         return ""
-    header = (
-        "<tr><th>method</th><th>gain vs reference</th><th>τ(|scores|)</th>"
-        "<th>comprehensiveness</th><th>random</th><th>leaning (not a verdict)</th></tr>"
+    header = header_row(
+        [
+            *("method", "gain vs reference", "τ(|scores|)", "comprehensiveness", "random"),
+            "leaning (not a verdict)",
+        ]
     )
     return f"<table>{header}{''.join(rows)}</table>"
 
@@ -219,16 +218,13 @@ def render_report(
                 f"explanations[{method!r}] must have one score per token ({len(tokens)}), "
                 f"got shape {tuple(scores.shape)}"
             )
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-    ]
+    parts = [f"<h1>{escape(title)}</h1>"]
     if verdicts:
         n = verdicts[0].n
         parts += [
             "<h2>Can these explanations be read as importance?</h2>",
             f"<p>Pooled over <b>n={n}</b> text{'s' if n != 1 else ''}, each against "
-            f"{html.escape(verdicts[0].reference)}, with {LEVEL:.0%} bootstrap intervals over the "
+            f"{escape(verdicts[0].reference)}, with {LEVEL:.0%} bootstrap intervals over the "
             f"texts. A verdict needs at least {MIN_EXAMPLES} texts and intervals that clear gain "
             f"≥ {MIN_GAIN:.0%} and τ &gt; 0. τ(|scores|) ranks magnitudes (Jain &amp; Wallace's "
             "convention); τ(signed) ranks signed scores as they are.</p>",
@@ -245,7 +241,7 @@ def render_report(
                 ]
     parts.append(f"<h2>Token importance ({len(tokens)} tokens)</h2>")
     for method, scores in explanations.items():
-        parts += [f"<h3>{html.escape(method)}</h3>", _token_strip(tokens, scores)]
+        parts += [f"<h3>{escape(method)}</h3>", _token_strip(tokens, scores)]
     if weights:
         layers = list(weights)
         heads = next(iter(weights.values())).shape[0]
@@ -254,23 +250,21 @@ def render_report(
         for layer in layers:
             for head in range(heads):
                 image = _png(attention_figure(weights[layer][head]))
-                label = html.escape(f"{layer} · head {head}")
+                label = escape(f"{layer} · head {head}")
                 parts.append(
-                    f'<div class="cell"><img alt="{label}" src="data:image/png;base64,{image}">'
-                    f"<div>{label}</div></div>"
+                    f'<div class="cell"><img alt="{label}" src="{image}"><div>{label}</div></div>'
                 )
         parts.append("</div>")
         chosen = head_layer if head_layer is not None else layers[-1]
         if chosen not in weights:
             raise ValueError(f"head_layer must be one of {layers}, got {chosen!r}")
-        parts.append(f"<h2>Heads of {html.escape(chosen)}</h2>")
+        parts.append(f"<h2>Heads of {escape(chosen)}</h2>")
         parts.append(_grid(4))
         for head in range(heads):
             image = _png(attention_figure(weights[chosen][head], f"head {head}", size=3.0))
-            parts.append(f'<img alt="head {head}" src="data:image/png;base64,{image}">')
+            parts.append(f'<img alt="head {head}" src="{image}">')
         parts.append("</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page(title, "\n".join(parts), style=_STYLE)
 
 
 def save_figures(

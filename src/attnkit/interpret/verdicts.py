@@ -42,6 +42,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnkit._moved import moved_name
+from attnkit.htmlkit import format_interval as _interval
+from attnkit.htmlkit import format_number as _number
+from attnkit.htmlkit import format_percent as _percent
 from attnkit.interpret.attribution import Classifier, is_signed
 from attnkit.interpret.faithfulness import (
     BINS,
@@ -58,8 +62,6 @@ __all__ = [
     "RESAMPLES",
     "ExampleScore",
     "MethodVerdict",
-    "format_number",
-    "format_percent",
     "judge",
 ]
 
@@ -68,21 +70,6 @@ MIN_SPAN = 0.05  # the reference must beat random by this much probability for a
 MIN_EXAMPLES = 10  # fewer examples: no verdict, whatever the intervals say
 LEVEL = 0.95  # coverage of the bootstrap intervals
 RESAMPLES = 2000  # bootstrap draws
-
-
-def format_number(value: float, digits: int = 2) -> str:
-    """``value`` to ``digits`` places, with no ``-0.00``; ``n/a`` for NaN."""
-    if value is None or math.isnan(value):
-        return "n/a"
-    text = f"{value:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text
-
-
-def format_percent(value: float) -> str:
-    """``value`` as a whole percentage (``0.58`` -> ``58%``); ``n/a`` for NaN."""
-    if value is None or math.isnan(value):
-        return "n/a"
-    return format_number(100 * value, 0) + "%"
 
 
 @dataclass(frozen=True)
@@ -171,16 +158,12 @@ class MethodVerdict:
         """``"τ(|scores|)"`` or ``"τ(signed)"``: which ranking the τ compares."""
         return "τ(|scores|)" if self.convention == "magnitude" else "τ(signed)"
 
-    def _interval(self, interval: tuple[float, float], percent: bool = False) -> str:
-        show = format_percent if percent else format_number
-        return f"[{show(interval[0])}, {show(interval[1])}]"
-
     @property
     def numbers(self) -> str:
         """The gain and τ with their intervals and ``n``, in one phrase."""
         return (
-            f"gain {format_percent(self.gain)} {self._interval(self.gain_interval, True)}, "
-            f"{self.tau_name} {format_number(self.tau)} {self._interval(self.tau_interval)}, "
+            f"gain {_percent(self.gain)} {_interval(self.gain_interval, percent=True)}, "
+            f"{self.tau_name} {_number(self.tau)} {_interval(self.tau_interval)}, "
             f"n={self.n}, {LEVEL:.0%} bootstrap intervals"
         )
 
@@ -191,8 +174,8 @@ class MethodVerdict:
             return (
                 f"{self.method}: no verdict: removing {self.reference}'s top tokens barely changes "
                 "the prediction (comprehensiveness "
-                f"{format_number(self.reference_comprehensiveness, 3)}, random "
-                f"{format_number(self.random_comprehensiveness, 3)}, n={self.n}), so the output "
+                f"{_number(self.reference_comprehensiveness, 3)}, random "
+                f"{_number(self.random_comprehensiveness, 3)}, n={self.n}), so the output "
                 "does not respond to removed tokens on these inputs and no explanation can be "
                 "checked against it"
             )
@@ -204,11 +187,11 @@ class MethodVerdict:
             )
             return f"{self.method}: {self.label}: {why} (against {self.reference}: {self.numbers})"
         details = (
-            f"removing its top tokens does {format_percent(self.gain)} of what removing "
+            f"removing its top tokens does {_percent(self.gain)} of what removing "
             f"{self.reference}'s does ({self.numbers}; comprehensiveness "
-            f"{format_number(self.comprehensiveness, 2)}, random "
-            f"{format_number(self.random_comprehensiveness, 2)}, "
-            f"{self.reference} {format_number(self.reference_comprehensiveness, 2)})"
+            f"{_number(self.comprehensiveness, 2)}, random "
+            f"{_number(self.random_comprehensiveness, 2)}, "
+            f"{self.reference} {_number(self.reference_comprehensiveness, 2)})"
         )
         if self.trusted:
             return f"{self.method} points at what the model uses: {details}"
@@ -316,3 +299,7 @@ def _decide(verdict: MethodVerdict) -> MethodVerdict:
     enough = verdict.n >= MIN_EXAMPLES
     decided = enough and (trusted or flagged)
     return replace(verdict, trusted=decided and trusted and verdict.conclusive, decided=decided)
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)

@@ -128,15 +128,11 @@ class Attribution:
 
     def report(self, title: str = "attnkit attribution") -> str:
         """A self-contained HTML page of the notebook view (opens from disk, no network)."""
-        from html import escape
-
+        from attnkit.htmlkit import escape, page
         from attnkit.views.attribution import attribution_view
 
-        return (
-            f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}"
-            f"</title></head><body><h1>{escape(title)}</h1>{attribution_view(self).html}"
-            "</body></html>"
-        )
+        body = f"<h1>{escape(title)}</h1>{attribution_view(self).html}"
+        return page(title, body, scripts=True)
 
     def _repr_html_(self) -> str:
         from attnkit.views.attribution import attribution_view

@@ -11,40 +11,43 @@ model is escaped.
 
 from __future__ import annotations
 
-from html import escape
-
+from attnkit.htmlkit import (
+    escape,
+    format_percent,
+    format_significant,
+    header_row,
+    page,
+    status_badge,
+)
 from attnkit.llm.suite import SuiteResult
 
 __all__ = ["render"]
 
 _STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d1d1f; max-width: 72rem; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #ddd; padding: .35rem .5rem; text-align: left;
-  vertical-align: top; }
-th { background: #f4f4f6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.status { font-weight: 600; padding: .05rem .4rem; border-radius: .25rem; color: #fff; }
-.PASS { background: #2e7d32; } .WARN { background: #b26a00; } .FAIL { background: #c62828; }
-.SKIP { background: #8a8a8a; }
-.meta { color: #555; }
-section.example { border: 1px solid #ddd; border-radius: .4rem; padding: .5rem 1rem;
-  margin: 1rem 0; }
-.context { white-space: pre-wrap; line-height: 1.9; }
-.context span { border-radius: .2rem; }
-.answer { white-space: pre-wrap; background: #f4f4f6; padding: .3rem .5rem; }
-.legend span { padding: 0 .5rem; }
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}table{width:100%}
+section.example{border:1px solid var(--ak-line);border-radius:.4rem;padding:.5rem 1rem;
+margin:1rem 0}
+.context{white-space:pre-wrap;line-height:1.9}
+.legend span{padding:0 .5rem}
 """
 
 
-def _status(status) -> str:
-    value = getattr(status, "value", status)
-    return f'<span class="status {escape(value)}">{escape(value)}</span>'
+def _value(outcome) -> str:
+    """A check's value on one example (three significant digits) and its status badge."""
+    return f"{format_significant(outcome.value)} {status_badge(outcome.status)}"
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+def _check_row(check, attributes: str = "") -> str:
+    """A check's row: name, condition, status, share of failing examples, counts per status."""
+    counts = [
+        sum(o.status.value == s for o in check.outcomes) for s in ("PASS", "WARN", "FAIL", "SKIP")
+    ]
+    return (
+        f"<tr{attributes}><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>"
+        f"<td>{status_badge(check.status)}</td>"
+        f"<td class=num>{format_percent(check.failing)}</td>"
+        f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
+    )
 
 
 def _shade(tokens: list[str], leaned: list[float]) -> str:
@@ -55,7 +58,7 @@ def _shade(tokens: list[str], leaned: list[float]) -> str:
         alpha = weight / top if top > 0 else 0.0
         spans.append(
             f'<span style="background: rgba(230, 81, 0, {alpha:.3f})" '
-            f'title="weight {weight:.4g}">{escape(text)}</span>'
+            f'title="weight {format_significant(weight, 4)}">{escape(text)}</span>'
         )
     return "".join(spans)
 
@@ -65,43 +68,26 @@ def render(result: SuiteResult) -> str:
     checks = result.checks
     settings = ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in result.settings.items())
     parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(result.name)}: {result.status.value}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{escape(result.name)} {_status(result.status)}</h1>",
+        f"<h1>{escape(result.name)} {status_badge(result.status)}</h1>",
         f'<p class="meta">model {escape(result.model)} · {escape(result.created)} · '
         f"{len(result.examples)} examples · {settings}</p>",
         "<h2>Checks</h2>",
-        '<table id="checks"><tr><th>check</th><th>condition</th><th>status</th>'
-        "<th>failing examples</th><th>PASS / WARN / FAIL / SKIP</th></tr>",
+        '<table id="checks">'
+        + header_row(
+            ["check", "condition", "status", "failing examples", "PASS / WARN / FAIL / SKIP"]
+        ),
     ]
-    for check in checks:
-        counts = [
-            sum(o.status.value == s for o in check.outcomes)
-            for s in ("PASS", "WARN", "FAIL", "SKIP")
-        ]
-        parts.append(
-            f'<tr class="check"><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>'
-            f"<td>{_status(check.status)}</td><td class=num>{check.failing:.0%}</td>"
-            f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
-        )
+    parts += [_check_row(check, ' class="check"') for check in checks]
     parts += [
         "</table>",
         "<h2>Examples</h2>",
-        '<table id="examples"><tr><th>id</th><th>status</th><th>answer</th>',
-        *(f"<th>{escape(check.name)}</th>" for check in checks),
-        "</tr>",
+        '<table id="examples">' + header_row(["id", "status", "answer", *(c.name for c in checks)]),
     ]
     for i, example in enumerate(result.examples):
-        cells = "".join(
-            f"<td class=num>{_number(c.outcomes[i].value)} {_status(c.outcomes[i].status)}</td>"
-            for c in checks
-        )
+        cells = "".join(f"<td class=num>{_value(c.outcomes[i])}</td>" for c in checks)
         parts.append(
             f'<tr class="example"><td><a href="#example-{i}">{escape(example.id)}</a></td>'
-            f"<td>{_status(result.example_status(i))}</td>"
+            f"<td>{status_badge(result.example_status(i))}</td>"
             f"<td>{escape(example.answer)}</td>{cells}</tr>"
         )
     parts += [
@@ -113,7 +99,7 @@ def render(result: SuiteResult) -> str:
     ]
     for i, example in enumerate(result.examples):
         signals = " · ".join(
-            f"{escape(name.replace('_', ' '))} {value:.3g}"
+            f"{escape(name.replace('_', ' '))} {format_significant(value)}"
             for name, value in example.signals.items()
         )
         expected = (
@@ -121,7 +107,7 @@ def render(result: SuiteResult) -> str:
         )
         parts.append(
             f'<section class="example" id="example-{i}"><h3>{escape(example.id)} '
-            f"{_status(result.example_status(i))}</h3>"
+            f"{status_badge(result.example_status(i))}</h3>"
             f'<p class="meta">{example.new_tokens} new tokens · {signals}</p>'
             f'<p><b>context</b></p><div class="context">'
             f"{_shade(example.context_tokens, example.leaned_on)}</div>"
@@ -129,5 +115,5 @@ def render(result: SuiteResult) -> str:
             f"<details><summary>prompt</summary><pre>{escape(example.prompt)}</pre></details>"
             "</section>"
         )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    title = f"{result.name}: {result.status.value}"
+    return page(title, "\n".join(parts), style=_STYLE)

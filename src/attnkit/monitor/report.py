@@ -11,14 +11,20 @@ from the monitored traffic, and a Content-Security-Policy forbids scripts and ev
 
 from __future__ import annotations
 
-import html
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from attnkit.htmlkit import (
+    escape,
+    format_number,
+    format_percent,
+    format_significant,
+    header_row,
+    page,
+)
 from attnkit.monitor.drift import DATASET_DRIFT_SHARE, DriftReport, drift_report, shared_edges
 
 __all__ = ["HISTOGRAM_BINS", "render_drift_report", "write_drift_report"]
@@ -28,11 +34,7 @@ _WIDTH, _HEIGHT, _PAD = 520, 170, 36  # SVG size and margin in px
 _COLORS = {"reference": "#64748b", "current": "#ea580c"}
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:72rem}
-table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;
-text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.drift{color:#b42318;font-weight:600}.ok{color:#1a7f37}.tags code{background:#f3f4f6;
-padding:.1rem .3rem;border-radius:.2rem;white-space:pre-wrap}
+.drift{color:var(--ak-bad);font-weight:600}.tags code{white-space:pre-wrap}
 section{margin:1.5rem 0}svg{display:block;max-width:100%;height:auto}
 .key{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}
 """
@@ -40,17 +42,11 @@ _COLUMNS = (
     "Signal", "Method", "Statistic", "p-value", "Threshold (drift when)", "Verdict",
     "Reference n", "Current n",
 )  # fmt: skip
-_CSP = "default-src 'none'; style-src 'unsafe-inline'"
-
-
-def _text(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _number(value: float | None) -> str:
-    if value is None:
-        return "&ndash;"
-    return "inf" if math.isinf(value) else f"{value:.4g}"
+    """A statistic or p-value: four significant digits, as the tests' thresholds read."""
+    return format_significant(value, 4)
 
 
 def _finite(values: ArrayLike) -> np.ndarray:
@@ -73,10 +69,11 @@ def _histogram_svg(name: str, reference: np.ndarray, current: np.ndarray) -> str
         for i, value in enumerate(share):
             height = plot_h * value / top
             x = _PAD + i * bin_w + offset * bin_w / 2
-            label = f"{window}: {value:.1%} in [{edges[i]:.4g}, {edges[i + 1]:.4g}]"
+            low, high = _number(edges[i]), _number(edges[i + 1])
+            label = f"{window}: {format_percent(value, 1)} in [{low}, {high}]"
             bars.append(
                 f'<rect x="{x:.1f}" y="{_PAD + plot_h - height:.1f}" width="{bin_w / 2 - 1:.1f}" '
-                f'height="{height:.1f}" fill="{_COLORS[window]}"><title>{_text(label)}</title>'
+                f'height="{height:.1f}" fill="{_COLORS[window]}"><title>{escape(label)}</title>'
                 "</rect>"
             )
     base = _PAD + plot_h
@@ -85,12 +82,13 @@ def _histogram_svg(name: str, reference: np.ndarray, current: np.ndarray) -> str
         f'<text x="{_PAD}" y="{base + 16}" font-size="11">{_number(edges[0])}</text>'
         f'<text x="{_PAD + plot_w}" y="{base + 16}" font-size="11" text-anchor="end">'
         f"{_number(edges[-1])}</text>"
-        f'<text x="{_PAD - 4}" y="{_PAD + 4}" font-size="11" text-anchor="end">{top:.0%}</text>'
+        f'<text x="{_PAD - 4}" y="{_PAD + 4}" font-size="11" text-anchor="end">'
+        f"{format_percent(top)}</text>"
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {_HEIGHT}" '
         f'width="{_WIDTH}" height="{_HEIGHT}" role="img" '
-        f'aria-label="{_text(f"histograms of {name}: reference and current")}">'
+        f'aria-label="{escape(f"histograms of {name}: reference and current")}">'
         f"{axis}{''.join(bars)}</svg>"
     )
 
@@ -118,10 +116,11 @@ def render_drift_report(
     summary = (
         f'<p>Dataset drift <strong class="{"drift" if report.drifted else "ok"}">{verdict}'
         f"</strong>: {drifted} of {len(results)} signals drifted (share "
-        f"{report.drifted_share:.2f}; dataset drift when &ge; {DATASET_DRIFT_SHARE:g}).</p>"
+        f"{format_number(report.drifted_share)}; dataset drift when &ge; "
+        f"{DATASET_DRIFT_SHARE:g}).</p>"
     )
     tag_items = "".join(
-        f"<li><code>{_text(key)}</code> = <code>{_text(value)}</code></li>"
+        f"<li><code>{escape(key)}</code> = <code>{escape(value)}</code></li>"
         for key, value in sorted((tags or {}).items())
     )
     tag_list = f'<ul class="tags">{tag_items}</ul>' if tag_items else ""
@@ -129,16 +128,15 @@ def render_drift_report(
     for index, (name, result) in enumerate(results.items()):
         css, word = ("drift", "drift") if result.drifted else ("ok", "no drift")
         rows.append(
-            f'<tr><td><a href="#signal-{index}">{_text(name)}</a></td><td>{_text(result.method)}'
+            f'<tr><td><a href="#signal-{index}">{escape(name)}</a></td><td>{escape(result.method)}'
             f'</td><td class="num">{_number(result.statistic)}</td>'
-            f'<td class="num">{_number(result.p_value)}</td><td>{_text(result.rule)}</td>'
+            f'<td class="num">{_number(result.p_value)}</td><td>{escape(result.rule)}</td>'
             f'<td class="{css}">{word}</td><td class="num">{result.reference_size}</td>'
             f'<td class="num">{result.current_size}</td></tr>'
         )
-    head = "".join(f"<th>{column}</th>" for column in _COLUMNS)
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table = f"<table><thead>{header_row(_COLUMNS)}</thead><tbody>{''.join(rows)}</tbody></table>"
     skipped = "".join(
-        f"<li>{_text(name)}: {_text(reason)}</li>" for name, reason in report.skipped.items()
+        f"<li>{escape(name)}: {escape(reason)}</li>" for name, reason in report.skipped.items()
     )
     skipped = f"<h2>Not tested</h2><ul>{skipped}</ul>" if skipped else ""
     legend = "".join(
@@ -154,15 +152,10 @@ def render_drift_report(
             else "<p>No finite values to plot.</p>"
         )
         sections.append(
-            f'<section id="signal-{index}"><h2>{_text(name)}</h2><p>{legend}</p>{figure}</section>'
+            f'<section id="signal-{index}"><h2>{escape(name)}</h2><p>{legend}</p>{figure}</section>'
         )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{_text(title)}</h1>{summary}{tag_list}{table}{skipped}{''.join(sections)}"
-        "</body></html>"
-    )
+    body = f"<h1>{escape(title)}</h1>{summary}{tag_list}{table}{skipped}{''.join(sections)}"
+    return page(title, body, style=_STYLE, images="'none'")
 
 
 def write_drift_report(
@@ -176,6 +169,6 @@ def write_drift_report(
 ) -> DriftReport:
     """Test every signal (:func:`~attnkit.monitor.drift.drift_report`) and write the HTML page."""
     report = drift_report(reference, current, method=method)
-    page = render_drift_report(report, reference, current, title=title, tags=tags)
-    Path(path).write_text(page, encoding="utf-8")
+    text = render_drift_report(report, reference, current, title=title, tags=tags)
+    Path(path).write_text(text, encoding="utf-8")
     return report

@@ -6,10 +6,15 @@ script (a static render) the prompt shows the first method's scores summed over 
 
 from __future__ import annotations
 
-import html
-
+from attnkit.htmlkit import (
+    escape,
+    format_number,
+    format_percent,
+    format_significant,
+    header_row,
+)
 from attnkit.interpret.report import _token_strip
-from attnkit.views.kit import View, escape, wrap
+from attnkit.views.kit import View, wrap
 
 __all__ = ["attribution_view"]
 
@@ -21,22 +26,25 @@ _MARK = {
 
 
 def _verdicts(verdicts) -> str:
-    rows = [
-        "<table><tr><th>method</th><th>verdict</th><th>gain vs reference (95% CI)</th>"
-        "<th>comprehensiveness (95% CI)</th><th>random</th><th>sufficiency (95% CI)</th>"
-        "<th>τ</th><th>n</th></tr>"
-    ]
+    header = header_row(
+        [
+            *("method", "verdict", "gain vs reference (95% CI)", "comprehensiveness (95% CI)"),
+            *("random", "sufficiency (95% CI)", "τ", "n"),
+        ]
+    )
+    rows = [f"<table>{header}"]
+
+    def between(value, interval, show=format_significant) -> str:
+        return f"{show(value)} ({show(interval[0])} to {show(interval[1])})"
+
     for v in verdicts:
         rows.append(
             f"<tr><td>{escape(v.method)}</td><td>{_MARK[v.verdict]}</td>"
-            f"<td class=num>{v.gain:.0%} ({v.gain_interval[0]:.0%} to "
-            f"{v.gain_interval[1]:.0%})</td>"
-            f"<td class=num>{v.comprehensiveness:.3g} ({v.comprehensiveness_interval[0]:.3g} to "
-            f"{v.comprehensiveness_interval[1]:.3g})</td>"
-            f"<td class=num>{v.random_comprehensiveness:.3g}</td>"
-            f"<td class=num>{v.sufficiency:.3g} ({v.sufficiency_interval[0]:.3g} to "
-            f"{v.sufficiency_interval[1]:.3g})</td><td class=num>{v.tau:.2f}</td>"
-            f"<td class=num>{v.n}</td></tr>"
+            f"<td class=num>{between(v.gain, v.gain_interval, format_percent)}</td>"
+            f"<td class=num>{between(v.comprehensiveness, v.comprehensiveness_interval)}</td>"
+            f"<td class=num>{format_significant(v.random_comprehensiveness)}</td>"
+            f"<td class=num>{between(v.sufficiency, v.sufficiency_interval)}</td>"
+            f"<td class=num>{format_number(v.tau)}</td><td class=num>{v.n}</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
@@ -53,14 +61,15 @@ def attribution_view(attribution) -> View:
         "leave-one-out; intervals: bootstrap over the answer's tokens).</p>",
         _verdicts(attribution.verdicts),
         '<div class="controls">method <select class="method">',
-        *(f'<option value="{i}">{html.escape(m)}</option>' for i, m in enumerate(methods)),
+        *(f'<option value="{i}">{escape(m)}</option>' for i, m in enumerate(methods)),
         "</select></div><p><b>answer</b> (hover or click a token)</p><div class='tokens answer'>",
     ]
     for t, (text, p) in enumerate(
         zip(attribution.answer_tokens, attribution.probabilities.tolist(), strict=True)
     ):
         parts.append(
-            f'<span class="tok" data-t="{t}" title="probability {p:.4g}">{escape(text)}</span> '
+            f'<span class="tok" data-t="{t}" title="probability {format_significant(p, 4)}">'
+            f"{escape(text)}</span> "
         )
     parts += [
         "</div>",

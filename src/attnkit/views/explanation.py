@@ -8,8 +8,9 @@ a ``<details>`` element (the first open), and every strip's token shows its exac
 
 from __future__ import annotations
 
+from attnkit.htmlkit import escape, format_significant
 from attnkit.interpret.report import _token_strip, _verdict_table
-from attnkit.views.kit import View, escape, wrap
+from attnkit.views.kit import View, wrap
 
 __all__ = ["explanation_view"]
 
@@ -33,7 +34,10 @@ def explanation_view(explanation, max_examples: int = 8) -> View:
             "median p-value.</p>",
             _verdict_table(explanation.verdicts),
             '<p class="meta">p-values of τ: '
-            + ", ".join(f"{escape(v.method)} {v.p_value:.2g}" for v in explanation.verdicts)
+            + ", ".join(
+                f"{escape(v.method)} {format_significant(v.p_value, 2)}"
+                for v in explanation.verdicts
+            )
             + "</p>",
         ]
     for example in range(min(count, max_examples)):

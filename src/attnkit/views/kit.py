@@ -1,5 +1,6 @@
 """What every notebook view shares: the :class:`View` object, scoped style, unique ids, compact
-binary payloads for inline scripts, a colour map and a dependency-free PNG encoder.
+binary payloads for inline scripts, a colour map and a dependency-free PNG encoder. Style,
+escaping and number formatting are those of every attnkit page (:mod:`attnkit.htmlkit`).
 
 A view is one ``<div>`` with its own ``<style>`` (every rule scoped under ``.attnkit-view``, so a
 notebook's own style is left alone) and, where it is interactive, one inline ``<script>`` that
@@ -11,7 +12,6 @@ plain HTML, so a static render that drops scripts still shows it.
 from __future__ import annotations
 
 import base64
-import html
 import itertools
 import json
 import struct
@@ -20,34 +20,27 @@ import zlib
 
 import numpy as np
 
+from attnkit._moved import moved_name
+from attnkit.htmlkit import png_data_uri as _png_uri
+from attnkit.htmlkit import stylesheet
+
 __all__ = ["View", "colormap", "encode_array", "png_data_uri", "script_json", "view_id"]
 
 _COUNTER = itertools.count()
 
-STYLE = """
-.attnkit-view{font:13px/1.45 system-ui,sans-serif;color:#1d1d1f;max-width:100%}
+_VIEW_RULES = """
+.attnkit-view{font:13px/1.45 system-ui,sans-serif;color:var(--ak-fg);max-width:100%}
 .attnkit-view h4{margin:.6rem 0 .3rem;font-size:14px}
-.attnkit-view table{border-collapse:collapse;margin:.3rem 0}
-.attnkit-view td,.attnkit-view th{border:1px solid #ddd;padding:.2rem .45rem;text-align:left;
- vertical-align:top}
-.attnkit-view th{background:#f4f4f6}
 .attnkit-view table.attnkit-table td,.attnkit-view table.attnkit-table th{text-align:left}
 .attnkit-view table.attnkit-table .num{text-align:right;font-variant-numeric:tabular-nums}
-.attnkit-view .meta{color:#555;margin:.2rem 0}
-.attnkit-view .ok{color:#1a7f37}.attnkit-view .no{color:#b42318}.attnkit-view .unsure{color:#9a6700}
-.attnkit-view .tokens{line-height:2;margin:.3rem 0 .8rem}
-.attnkit-view .tok{padding:.1rem .15rem;border-radius:.2rem;white-space:pre;cursor:default}
+.attnkit-view .tok{cursor:default}
 .attnkit-view .tok.sel{outline:2px solid #111}
-.attnkit-view .status{font-weight:600;padding:.05rem .4rem;border-radius:.25rem;color:#fff}
-.attnkit-view .PASS{background:#2e7d32}.attnkit-view .WARN{background:#b26a00}
-.attnkit-view .FAIL{background:#c62828}.attnkit-view .SKIP{background:#8a8a8a}
-.attnkit-view .context span{border-radius:.2rem}
-.attnkit-view .answer{white-space:pre-wrap;background:#f4f4f6;padding:.2rem .4rem}
 .attnkit-view .controls{margin:.3rem 0}
 .attnkit-view .controls select{margin-right:.6rem}
 .attnkit-view canvas,.attnkit-view img.map{image-rendering:pixelated;border:1px solid #ccc}
 .attnkit-view .scroll{max-height:22rem;overflow:auto;border:1px solid #eee;padding:.2rem}
 """
+STYLE = stylesheet(_VIEW_RULES, scope=".attnkit-view")  # the kit's rules under the view's <div>
 
 # viridis at 9 stops (matplotlib's), interpolated linearly between them
 _VIRIDIS = np.array(
@@ -160,8 +153,8 @@ def png_data_uri(rgb: np.ndarray) -> str:
         + chunk(b"IDAT", zlib.compress(raw, 9))
         + chunk(b"IEND", b"")
     )
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return _png_uri(png)
 
 
-def escape(text: object) -> str:
-    return html.escape(str(text))
+def __getattr__(name: str):
+    return moved_name(__name__, name)

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnkit.htmlkit import escape, format_significant
 from attnkit.views.kit import (
     VIRIDIS_JS,
     View,
     colormap,
     encode_array,
-    escape,
     png_data_uri,
     wrap,
 )
@@ -184,7 +184,7 @@ def _stats_view(recording, example: int) -> View:
         parts += [f"<th>head {h}</th>" for h in range(heads)] + ["</tr>"]
         for layer, values in by_layer.items():
             means = values[example].float().mean(-1).tolist()  # (H,)
-            cells = "".join(f"<td class='num'>{v:.3g}</td>" for v in means)
+            cells = "".join(f"<td class='num'>{format_significant(v)}</td>" for v in means)
             parts.append(f"<tr><td>{escape(layer)}</td>{cells}</tr>")
         parts.append("</table>")
     return wrap("recording", "".join(parts))

@@ -5,8 +5,9 @@ evaluation report (:mod:`attnkit.llm.eval_report`)."""
 
 from __future__ import annotations
 
-from attnkit.llm.eval_report import _number, _shade, _status
-from attnkit.views.kit import View, escape, wrap
+from attnkit.htmlkit import escape, header_row, status_badge
+from attnkit.llm.eval_report import _check_row, _shade, _value
+from attnkit.views.kit import View, wrap
 
 __all__ = ["suite_view"]
 
@@ -17,42 +18,29 @@ def suite_view(result, max_examples: int = 50) -> View:
         raise ValueError(f"max_examples must be at least 1, got {max_examples}")
     checks = result.checks
     parts = [
-        f"<h4>{escape(result.name)} {_status(result.status)}</h4>",
+        f"<h4>{escape(result.name)} {status_badge(result.status)}</h4>",
         f'<p class="meta">model {escape(result.model)} · {escape(result.created)} · '
         f"n = {len(result.examples)} examples</p>",
-        "<table><tr><th>check</th><th>condition</th><th>status</th><th>failing</th>"
-        "<th>PASS / WARN / FAIL / SKIP</th></tr>",
+        "<table>"
+        + header_row(["check", "condition", "status", "failing", "PASS / WARN / FAIL / SKIP"]),
     ]
-    for check in checks:
-        counts = [
-            sum(o.status.value == s for o in check.outcomes)
-            for s in ("PASS", "WARN", "FAIL", "SKIP")
-        ]
-        parts.append(
-            f"<tr><td>{escape(check.name)}</td><td>{escape(check.condition)}</td>"
-            f"<td>{_status(check.status)}</td><td class=num>{check.failing:.0%}</td>"
-            f"<td class=num>{' / '.join(map(str, counts))}</td></tr>"
-        )
+    parts += [_check_row(check) for check in checks]
     parts += [
         "</table>",
-        "<table><tr><th>id</th><th>status</th><th>answer</th>",
-        *(f"<th>{escape(check.name)}</th>" for check in checks),
-        "</tr>",
+        "<table>" + header_row(["id", "status", "answer", *(c.name for c in checks)]),
     ]
     shown = result.examples[:max_examples]
     for i, example in enumerate(shown):
-        cells = "".join(
-            f"<td class=num>{_number(c.outcomes[i].value)} {_status(c.outcomes[i].status)}</td>"
-            for c in checks
-        )
+        cells = "".join(f"<td class=num>{_value(c.outcomes[i])}</td>" for c in checks)
         parts.append(
-            f"<tr><td>{escape(example.id)}</td><td>{_status(result.example_status(i))}</td>"
+            f"<tr><td>{escape(example.id)}</td><td>{status_badge(result.example_status(i))}</td>"
             f"<td>{escape(example.answer)}</td>{cells}</tr>"
         )
     parts.append("</table>")
     for i, example in enumerate(shown):
         parts.append(
-            f"<details><summary>{escape(example.id)} {_status(result.example_status(i))}: what "
+            f"<details><summary>{escape(example.id)} {status_badge(result.example_status(i))}: "
+            "what "
             "the answer leaned on</summary>"
             f'<div class="context">{_shade(example.context_tokens, example.leaned_on)}</div>'
             f'<p class="answer">{escape(example.answer)}</p></details>'

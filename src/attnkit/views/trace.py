@@ -11,7 +11,8 @@ A trace holds token ids, not text: pass the tokenizer to :func:`trace_view` for 
 
 from __future__ import annotations
 
-from attnkit.views.kit import View, escape, wrap
+from attnkit.htmlkit import escape, format_number, format_significant
+from attnkit.views.kit import View, wrap
 
 __all__ = ["trace_view"]
 
@@ -30,6 +31,11 @@ def _orange(alpha: float) -> str:
     return f"rgba(230,81,0,{max(0.0, min(1.0, alpha)):.3f})"
 
 
+def _mean(signal) -> str:
+    """A signal's mean over tokens, layers and heads, to three places."""
+    return format_number(float(signal.float().mean()), 3)
+
+
 def trace_view(trace, tokenizer=None) -> View:
     """The view of one generation trace.
 
@@ -46,17 +52,16 @@ def trace_view(trace, tokenizer=None) -> View:
         f"<h4>Generation · {len(answer)} new tokens · {len(trace.layers)} layers &times; "
         f"{trace.lookback_ratio.shape[-1]} heads</h4>",
         f'<p class="meta">Mean over tokens, layers and heads: lookback ratio '
-        f"{trace.lookback_ratio.float().mean():.3f}, entropy {trace.entropy.float().mean():.3f}, "
-        f"sink {trace.sink.float().mean():.3f}, largest weight "
-        f"{trace.max_weight.float().mean():.3f}, retrieval hits "
-        f"{trace.retrieval.float().mean():.3f}.</p>",
+        f"{_mean(trace.lookback_ratio)}, entropy {_mean(trace.entropy)}, "
+        f"sink {_mean(trace.sink)}, largest weight {_mean(trace.max_weight)}, retrieval hits "
+        f"{_mean(trace.retrieval)}.</p>",
         "<p><b>answer</b> (blue: lookback ratio, mean over layers and heads; hover for the "
         "value)</p><div class='tokens answer-tokens'>",
     ]
     for t, (text, value) in enumerate(zip(answer, ratio, strict=True)):
         parts.append(
             f'<span class="tok" data-t="{t}" style="background:{_blue(value)}" '
-            f'title="lookback ratio {value:.3f}">{escape(text)}</span>'
+            f'title="lookback ratio {format_number(value, 3)}">{escape(text)}</span>'
         )
         parts.append(" ")
     parts.append("</div>")
@@ -76,7 +81,7 @@ def trace_view(trace, tokenizer=None) -> View:
     for c, (text, value) in enumerate(zip(context, mean.tolist(), strict=True)):
         parts.append(
             f'<span class="tok" data-c="{c}" style="background:{_orange(value / peak)}" '
-            f'title="weight {value:.4g}">{escape(text)}</span>'
+            f'title="weight {format_significant(value, 4)}">{escape(text)}</span>'
         )
         parts.append(" ")
     parts.append('</div><p class="meta info">hover an answer token</p>')
