@@ -27,8 +27,9 @@ FLOORS = {
     "cli": 7,
     "__init__": 8,
 }
-# the display hook: objects below views import it when a notebook shows them
+# the display hook: objects below views import it when a notebook shows them (or a page is written)
 DISPLAY = ("attnkit.views",)
+DISPLAY_METHODS = {"_repr_html_", "report"}
 
 
 def _imports(path: Path) -> list[tuple[int, str, str | None]]:
@@ -69,6 +70,6 @@ def test_no_import_runs_up(path):
         for line, name, function in _imports(path)
         if name != "attnkit"
         and _floor(name) > own
-        and not (name.startswith(DISPLAY) and function == "_repr_html_")
+        and not (name.startswith(DISPLAY) and function in DISPLAY_METHODS)
     ]
     assert not upward, f"{path.relative_to(SRC)} imports from a floor above: {upward}"

@@ -12,11 +12,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnkit.interpret import ModelView, explain, model_view, register_method
 from attnkit.interpret.attribution import SIGNED, is_signed
+from attnkit.interpret.classifier_views import HuggingFaceView, TextClassifierView
 from attnkit.interpret.explanation import STEPS
 from attnkit.interpret.faithfulness import rank_agreement
 from attnkit.interpret.loading import WordTokenizer
 from attnkit.interpret.methods import METHODS, REFERENCE, unregister_method
-from attnkit.interpret.model_view import HuggingFaceView, TextClassifierView
 from attnkit.models.text import TextClassifier, TextClassifierConfig
 
 pytest.importorskip("captum")

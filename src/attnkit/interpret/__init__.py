@@ -10,11 +10,11 @@ maps are also functions of their own: :func:`rollout`, :func:`flow`, :func:`rele
 from attnkit._moved import moved_name
 from attnkit.interpret.attention_flow import flow
 from attnkit.interpret.attention_rollout import fuse_heads, rollout, rollout_encoder_decoder
+from attnkit.interpret.classifier_views import ModelView, model_view
 from attnkit.interpret.explanation import Explanation, explain
 from attnkit.interpret.heads import HeadStats, head_stats
 from attnkit.interpret.loading import Explainable, load_explainable
 from attnkit.interpret.methods import ExplanationMethod, register_method
-from attnkit.interpret.model_view import ModelView, model_view
 from attnkit.interpret.pruning import PruningCurve, prune_heads, pruned
 from attnkit.interpret.relevance_maps import HeadImportance, head_importance, relevance
 from attnkit.interpret.verdicts import MethodVerdict, judge

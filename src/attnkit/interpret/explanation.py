@@ -1,7 +1,7 @@
 """``explain()``: every explanation of a text classifier's prediction, judged, in one call.
 
 The classifier is read through one interface, its
-:class:`~attnkit.interpret.model_view.ModelView` (token embeddings in, logits out, and one
+:class:`~attnkit.interpret.classifier_views.ModelView` (token embeddings in, logits out, and one
 recorded pass with its attention): a Hugging Face sequence classifier through ``inputs_embeds``,
 an attnkit :class:`~attnkit.models.text.TextClassifier` through its ``forward_embeddings``
 (:func:`attnkit.interpret.loading.load_explainable` loads either). The methods are the
@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from attnkit.interpret.classifier_views import ModelView, model_view
 from attnkit.interpret.faithfulness import CONVENTIONS
 from attnkit.interpret.methods import (
     METHODS,
@@ -42,7 +43,6 @@ from attnkit.interpret.methods import (
     ExplanationMethod,
     resolve_methods,
 )
-from attnkit.interpret.model_view import ModelView, model_view
 from attnkit.interpret.report import render_report, save_figures
 from attnkit.interpret.verdicts import MethodVerdict, judge
 
@@ -118,7 +118,7 @@ def explain(
     Args:
         model: a Hugging Face ``AutoModelForSequenceClassification`` (sdpa or eager), an
             attnkit :class:`~attnkit.models.text.TextClassifier`, or a
-            :class:`~attnkit.interpret.model_view.ModelView` of another classifier.
+            :class:`~attnkit.interpret.classifier_views.ModelView` of another classifier.
         tokenizer: the Hugging Face model's tokenizer, or the attnkit model's
             :class:`~attnkit.interpret.loading.WordTokenizer` (``None`` for a ``ModelView``).
         texts: the inputs; their predicted classes are explained.

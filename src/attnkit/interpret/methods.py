@@ -1,7 +1,7 @@
 """The registry of explanation methods that :func:`attnkit.interpret.explain` runs.
 
 Every method has one signature, ``method(view, batch) -> scores (B, N)``: ``view`` is the
-:class:`~attnkit.interpret.model_view.ModelView` of the classifier, ``batch`` the
+:class:`~attnkit.interpret.classifier_views.ModelView` of the classifier, ``batch`` the
 :class:`Batch` being explained; the scores are per token, zero on padding, larger meaning more
 important for the predicted class. An entry also says whether its scores carry a sign (it is
 recorded in :data:`attnkit.interpret.attribution.SIGNED`, which the verdicts read), whether it
@@ -46,7 +46,7 @@ from attnkit.interpret.attribution import (
     integrated_gradients,
     leave_one_out,
 )
-from attnkit.interpret.model_view import Attended, ModelView
+from attnkit.interpret.classifier_views import Attended, ModelView
 from attnkit.interpret.relevance_maps import relevance
 
 __all__ = [
@@ -71,7 +71,7 @@ class Batch:
         tokens: ``(B, N)`` the token texts, padding included.
         embeddings: ``(B, N, E)`` detached token embeddings.
         mask: ``(B, N)`` bool, ``True`` on real tokens.
-        attended: the recorded pass (:class:`~attnkit.interpret.model_view.Attended`).
+        attended: the recorded pass (:class:`~attnkit.interpret.classifier_views.Attended`).
         steps: integrated-gradients steps.
     """
 

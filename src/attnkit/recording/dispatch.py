@@ -142,7 +142,8 @@ def attend(
         chosen = {"mask": m, "bias": b, "causal": causal, "scale": scale}
         result = fused(**kwargs)
         if any_weights:
-            weights = capped_attention(q, k, v, softcap=softcap, need_weights=True, **chosen).weights
+            chosen_out = capped_attention(q, k, v, softcap=softcap, need_weights=True, **chosen)
+            weights = chosen_out.weights
             stats = stats_from_weights(weights, names, local) if names else {}
         else:
             stats = stats_of(q, k, v, stats=names, spans=local, softcap=softcap, **chosen).stats
