@@ -37,6 +37,9 @@ MODULES: dict[str, tuple[str, str | None]] = {
     "attnkit.interpret.relevance": ("attnkit.interpret.relevance_maps", "relevance"),
     "attnkit.interpret.rollout": ("attnkit.interpret.attention_rollout", "rollout"),
     "attnkit.llm.generate": ("attnkit.llm.generation", "generate"),
+    "attnkit.train.command": ("attnkit.tasks.command", None),
+    "attnkit.train.recipe": ("attnkit.tasks.recipe", None),
+    "attnkit.train.tasks": ("attnkit.tasks.registry", None),
 }
 
 # (module, old name) -> (module that holds it now, new name)
@@ -47,8 +50,32 @@ NAMES: dict[tuple[str, str], tuple[str, str]] = {
         "js_divergence",
     ),
     ("attnkit.monitor.drift", "jensen_shannon"): ("attnkit.monitor.drift", "js_distance"),
-    ("attnkit.models", "evaluate"): ("attnkit.models.glimpse", "evaluate"),
-    ("attnkit.models", "train_classifier"): ("attnkit.models.glimpse", "train_classifier"),
+    ("attnkit.models", "evaluate"): ("attnkit.tasks.glimpse", "evaluate"),
+    ("attnkit.models", "train_classifier"): ("attnkit.tasks.glimpse", "train_classifier"),
+    ("attnkit.train", "Recipe"): ("attnkit.tasks.recipe", "Recipe"),
+    ("attnkit.models.text", "text_recipe"): ("attnkit.tasks.text", "text_recipe"),
+    ("attnkit.models.text", "EVIDENCE_OPTIONS"): ("attnkit.tasks.text", "EVIDENCE_OPTIONS"),
+    ("attnkit.models.text", "FILE_OPTIONS"): ("attnkit.tasks.text", "FILE_OPTIONS"),
+    ("attnkit.models.seq2seq", "dates_recipe"): ("attnkit.tasks.dates", "dates_recipe"),
+    ("attnkit.models.vision", "image_recipe"): ("attnkit.tasks.vision", "image_recipe"),
+    ("attnkit.models.vision", "mnist_recipe"): ("attnkit.tasks.vision", "mnist_recipe"),
+    ("attnkit.models.vision", "digits_recipe"): ("attnkit.tasks.vision", "digits_recipe"),
+    ("attnkit.models.vision", "matched_cnn"): ("attnkit.tasks.vision", "matched_cnn"),
+    ("attnkit.models.vision", "count_parameters"): ("attnkit.train.parameters", "count_parameters"),
+    ("attnkit.models.timeseries", "series_recipe"): ("attnkit.tasks.series", "series_recipe"),
+    ("attnkit.models.timeseries", "co2_recipe"): ("attnkit.tasks.series", "co2_recipe"),
+    ("attnkit.models.timeseries", "sunspots_recipe"): ("attnkit.tasks.series", "sunspots_recipe"),
+    ("attnkit.models.timeseries", "taylor_recipe"): ("attnkit.tasks.series", "taylor_recipe"),
+    ("attnkit.models.timeseries", "matched_hidden"): ("attnkit.tasks.series", "matched_hidden"),
+    ("attnkit.models.timeseries", "SERIES_SETTINGS"): ("attnkit.tasks.series", "SERIES_SETTINGS"),
+    ("attnkit.models.timeseries", "classical_baselines"): (
+        "attnkit.tasks.series",
+        "classical_baselines",
+    ),
+    ("attnkit.models.glimpse", "train_classifier"): ("attnkit.tasks.glimpse", "train_classifier"),
+    ("attnkit.models.glimpse", "evaluate"): ("attnkit.tasks.glimpse", "evaluate"),
+    ("attnkit.llm.testbed", "TrainConfig"): ("attnkit.llm.testbed", "TestbedConfig"),
+    ("attnkit.llm.testbed", "Example"): ("attnkit.llm.testbed", "RetrievalQuestion"),
 }
 
 
