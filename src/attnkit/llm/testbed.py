@@ -37,11 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnkit import train  # not its TrainConfig here: this module's old TrainConfig moved
 from attnkit._moved import moved_name
 from attnkit.llm.detector import span_features, window_features
 from attnkit.llm.generation import GenerationTrace, generate
 from attnkit.models.lm import CausalLM, CausalLMConfig
-from attnkit.train import TrainConfig, Trainer
 
 __all__ = [
     "LabelledTrace",
@@ -225,6 +225,8 @@ def build_tokenizer(task: TaskConfig = TaskConfig()):
 class TestbedConfig:
     """Model size, training data and optimisation for :func:`train_model`."""
 
+    __test__ = False  # not a pytest test class, although its name starts with "Test"
+
     dim: int = 64  # model width
     num_layers: int = 2  # decoder blocks
     num_heads: int = 4  # attention heads (no grouping: num_kv_heads = num_heads)
@@ -237,12 +239,12 @@ class TestbedConfig:
     warmup: int = 100  # warm-up steps
     weight_decay: float = 0.01
 
-    def trainer_config(self) -> TrainConfig:
+    def trainer_config(self) -> train.TrainConfig:
         """The optimisation as an :class:`attnkit.train.TrainConfig`: ``steps`` steps of AdamW
         (betas 0.9, 0.98; weight decay on every parameter), ``warmup`` steps of linear warm-up
         then cosine decay to 0, the gradient norm clipped to 1, on the CPU. ``seed=None``:
         :func:`train_model` seeds the initialisation and the batches itself."""
-        return TrainConfig(
+        return train.TrainConfig(
             max_steps=self.steps, batch_size=self.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, decay="all", betas=(0.9, 0.98), schedule="cosine",
             warmup=self.warmup, grad_clip=1.0, seed=None, patience=None, progress=False,
@@ -327,7 +329,7 @@ def train_model(
         while True:
             yield _training_batch(rng, task, config, vocab)
 
-    result = Trainer(model, config.trainer_config(), loss=answer_loss).fit(batches())
+    result = train.Trainer(model, config.trainer_config(), loss=answer_loss).fit(batches())
     return model.eval(), result.losses
 
 
