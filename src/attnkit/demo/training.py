@@ -54,12 +54,6 @@ def _train(
     """Train ``recipe`` for at most ``steps`` optimizer steps, calling ``tick`` after each."""
     from attnkit.train import TrainConfig, Trainer, count_parameters
 
-    def loss(model: nn.Module, batch: Any) -> torch.Tensor:
-        value = recipe.loss(model, batch)
-        if model.training:  # one call per optimizer step (evaluation runs in eval mode)
-            tick()
-        return value
-
     config = TrainConfig(
         epochs=100_000,
         batch_size=64,
@@ -72,9 +66,10 @@ def _train(
         device="cpu",  # the demo's figures are CPU figures, on any machine
     )
     started = time.perf_counter()
-    result = Trainer(recipe.model, config, loss=loss, metrics=recipe.metrics).fit(
-        recipe.train, recipe.val, recipe.test
+    trainer = Trainer(
+        recipe.model, config, loss=recipe.loss, metrics=recipe.metrics, on_step=lambda *_: tick()
     )
+    result = trainer.fit(recipe.train, recipe.val, recipe.test)
     recipe.model.eval()
     return _Run(
         label,
