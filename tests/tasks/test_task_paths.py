@@ -91,3 +91,13 @@ def test_old_name_warns_and_gives_the_same_object(module, name):
     with pytest.warns(DeprecationWarning, match=re.escape(f"{module}.{name}")):
         old = getattr(importlib.import_module(module), name)
     assert old is getattr(importlib.import_module(home), new)
+
+
+def test_file_options_are_the_file_readers_defaults():
+    from attnkit.tasks.text import FILE_OPTIONS
+
+    assert FILE_OPTIONS == {
+        "text_column": "text", "label_column": "label", "split_column": None,
+        "val_fraction": 0.1, "test_fraction": 0.1, "min_count": 1, "max_length": 256,
+        "lowercase": True,
+    }  # fmt: skip

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnkit.data.text import load_text_file
 from attnkit.models.text import ATTENTIONS, TextClassifier, TextClassifierConfig
 from attnkit.tasks.recipe import Recipe
 
@@ -38,11 +40,13 @@ EVIDENCE_OPTIONS = {
 }  # fmt: skip
 """Options of :func:`text_recipe` that shape the evidence task, with their defaults."""
 FILE_OPTIONS = {
-    "text_column": "text", "label_column": "label", "split_column": None, "val_fraction": 0.1,
-    "test_fraction": 0.1, "min_count": 1, "max_length": 256, "lowercase": True,
-}  # fmt: skip
-"""Options of :func:`text_recipe` for reading a user's file, with their defaults (see
-:func:`attnkit.data.text.load_text_file`; the split's shuffle uses the recipe's ``seed``)."""
+    name: parameter.default
+    for name, parameter in inspect.signature(load_text_file).parameters.items()
+    if name not in ("path", "seed")
+}
+"""Options of :func:`text_recipe` for reading a user's file, with their defaults: those of
+:func:`attnkit.data.text.load_text_file`, read from its signature (the split's shuffle uses the
+recipe's ``seed``)."""
 
 
 def text_recipe(
@@ -72,7 +76,7 @@ def text_recipe(
             (``encoder``, ``freeze_embeddings``, ``embed_dim``, ``hidden``, ``dropout``, ...).
     """
     from attnkit.data.evidence import make_evidence_task
-    from attnkit.data.text import evidence_dataset, load_text_file
+    from attnkit.data.text import evidence_dataset
 
     if attention not in ATTENTIONS:
         raise ValueError(
