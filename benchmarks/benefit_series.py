@@ -31,16 +31,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.data.series import load_series, split_series
 from attnkit.models.timeseries import (
-    SERIES_SETTINGS,
     AttentionForecaster,
     ForecasterConfig,
-    classical_baselines,
     interpret_output,
-    matched_hidden,
     plot_forecast,
+)
+from attnkit.tasks.series import (
+    SERIES_SETTINGS,
+    classical_baselines,
+    matched_hidden,
     series_recipe,
 )
-from attnkit.train import TrainConfig, Trainer
+from attnkit.train import TrainConfig, Trainer, count_parameters
 from harness import RESULTS, machine, markdown_table, write_results
 
 SEEDS = (0, 1, 2)
@@ -57,10 +59,6 @@ BUDGET = {
     "sunspots": {"max_steps": 600, "patience": 20},
     "taylor": {"max_steps": 800, "patience": 5},
 }
-
-
-def parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def baselines(name: str) -> dict[str, dict[str, float]]:
@@ -89,7 +87,7 @@ def neural(name: str, attention: str, hidden: int, seed: int, quick: bool) -> di
     )
     record: dict[str, object] = {
         "seed": seed,
-        "params": parameters(recipe.model),
+        "params": count_parameters(recipe.model),
         "steps": result.steps,
         "best_epoch": result.best_epoch,
         "seconds": result.seconds,
@@ -158,7 +156,7 @@ def main() -> None:
     sections = []
     for row, name in enumerate(args.series):
         started = time.perf_counter()
-        attention_size = parameters(
+        attention_size = count_parameters(
             AttentionForecaster(ForecasterConfig(**SERIES_SETTINGS[name], hidden=HIDDEN))
         )
         widths = {a: matched_hidden(name, a, attention_size) for a in VARIANTS}

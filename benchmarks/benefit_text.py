@@ -40,9 +40,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.data.dates import FORMATS, target_vocabulary
-from attnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, dates_recipe, exact_match
-from attnkit.models.text import TextClassifier, TextClassifierConfig, text_recipe
-from attnkit.train import TrainConfig, Trainer
+from attnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, exact_match
+from attnkit.models.text import TextClassifier, TextClassifierConfig
+from attnkit.tasks import dates_recipe, text_recipe
+from attnkit.train import TrainConfig, Trainer, count_parameters
 from harness import RESULTS, machine, markdown_table, write_results
 
 TEXT_TASK = {"n": 3200, "length": 100, "classes": 8, "fillers": 200}
@@ -54,13 +55,9 @@ DATES_VARIANTS = ["soft", "none"]
 BUCKETS = [(8, 10), (11, 15), (16, 20), (21, 29)]  # input lengths in characters
 
 
-def parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def matched(build: Callable[[int], nn.Module], sizes: Iterable[int], target: int) -> int:
     """The size whose model has the parameter count closest to ``target``."""
-    return min(sizes, key=lambda size: abs(parameters(build(size)) - target))
+    return min(sizes, key=lambda size: abs(count_parameters(build(size)) - target))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -99,7 +96,7 @@ def text_sizes(fast: bool) -> dict[str, dict[str, Any]]:
         return TextClassifier(TextClassifierConfig(vocab, TEXT_TASK["classes"], attention,
                                                    **options))  # fmt: skip
 
-    target = parameters(build("soft"))
+    target = count_parameters(build("soft"))
     hidden = matched(lambda h: build("none", hidden=h), range(16, 80), target)
     shapes = [(layers, e) for layers in (1, 2) for e in range(8, 80, 4)]
     layers, width = shapes[
@@ -125,7 +122,7 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
             recipe = text_recipe(attention, seed=seed, **sizes[attention])
             result = train(recipe, args.text_steps, seed, args.lr, args.batch_size)
             runs.append({
-                "attention": attention, "seed": seed, "parameters": parameters(recipe.model),
+                "attention": attention, "seed": seed, "parameters": count_parameters(recipe.model),
                 "accuracy": result.test["accuracy"],
                 "evidence_weight": result.test["evidence_weight"],
                 "seconds": result.seconds, "curve": curve(result, "accuracy"),
@@ -149,7 +146,7 @@ def dates_sizes() -> dict[str, dict[str, Any]]:
         options = {**DATES_MODEL, "hidden": hidden}
         return Seq2Seq(Seq2SeqConfig(67, 15, attention=attention, **options))
 
-    target = parameters(build("soft", DATES_MODEL["hidden"]))
+    target = count_parameters(build("soft", DATES_MODEL["hidden"]))
     hidden = matched(lambda h: build("none", h), range(16, 80), target)
     return {"soft": dict(DATES_MODEL), "none": {**DATES_MODEL, "hidden": hidden}}
 
@@ -188,7 +185,7 @@ def run_dates(args: argparse.Namespace) -> dict[str, Any]:
                 for i, fmt_ in enumerate(FORMATS)
             }
             runs.append({
-                "attention": attention, "seed": seed, "parameters": parameters(recipe.model),
+                "attention": attention, "seed": seed, "parameters": count_parameters(recipe.model),
                 "exact_match": float(hits.float().mean()),
                 "token_accuracy": result.test["token_accuracy"],
                 "by_length": by_length, "by_format": by_format, "seconds": result.seconds,

@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from attnkit.models.vision import count_parameters, digits_recipe, mnist_recipe
-from attnkit.train import TrainConfig, Trainer
+from attnkit.tasks import digits_recipe, mnist_recipe
+from attnkit.train import TrainConfig, Trainer, count_parameters
 from harness import RESULTS, machine, markdown_table, write_results
 
 RECIPES = {"mnist": mnist_recipe, "digits": digits_recipe}

@@ -168,7 +168,7 @@ def classic(examples: int, seed: int, epochs: int):
     """BiLSTM + additive attention on the 40-token evidence task; Jain & Wallace's protocol on
     ``examples`` test sentences."""
     from attnkit.interpret.loading import WordTokenizer
-    from attnkit.models.text import text_recipe
+    from attnkit.tasks import text_recipe
     from attnkit.train import TrainConfig, Trainer
 
     recipe = text_recipe("soft", seed=seed, n=3000, length=40, classes=2, encoder="lstm",

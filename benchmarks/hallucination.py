@@ -58,13 +58,14 @@ from attnkit.llm.guided import guided_generate
 from attnkit.llm.readout import read_answers
 from attnkit.llm.testbed import (
     TaskConfig,
-    TrainConfig,
+    TestbedConfig,
     load_testbed,
     make_examples,
     run_examples,
     save_testbed,
     train_model,
 )
+from attnkit.train import count_parameters
 from harness import RESULTS, machine, markdown_table, write_results
 
 DETECTORS = {  # label -> (registered name, parameters)
@@ -372,8 +373,8 @@ def main() -> None:
     models, training, dirs = {}, {}, {}
     for dim in args.dims:
         config = ConflictTrainConfig(
-            model=TrainConfig(dim=dim, hidden_dim=2 * dim, steps=args.steps, lr=3e-3, warmup=50,
-                              batch_size=32),
+            model=TestbedConfig(dim=dim, hidden_dim=2 * dim, steps=args.steps, lr=3e-3,
+                                warmup=50, batch_size=32),
             memorise_steps=args.memorise_steps, conflict_share=args.conflict_share,
             conflict_other=args.conflict_share,
         )  # fmt: skip
@@ -383,7 +384,7 @@ def main() -> None:
         dirs[f"conflict d{dim}"] = directory
         models[f"conflict d{dim}"] = load_conflict(directory)
         training[f"conflict d{dim}"] = {
-            "dim": dim, "parameters": sum(p.numel() for p in lm.parameters()),
+            "dim": dim, "parameters": count_parameters(lm),
             "steps": f"{args.memorise_steps} + {args.steps}",
             "seconds": time.perf_counter() - start,
             "memorise loss (last 20)": statistics.fmean(losses[args.memorise_steps - 20:
@@ -392,13 +393,13 @@ def main() -> None:
         }  # fmt: skip
         print(f"trained conflict d{dim}: {training[f'conflict d{dim}']}", flush=True)
     kv_task = TaskConfig(shared_prefix=1, abstain=True)
-    kv_config = TrainConfig(dim=64, hidden_dim=128, steps=args.kv_steps, lr=1e-3,
-                            absent_questions=1)  # fmt: skip
+    kv_config = TestbedConfig(dim=64, hidden_dim=128, steps=args.kv_steps, lr=1e-3,
+                              absent_questions=1)  # fmt: skip
     start = time.perf_counter()
     lm, losses = train_model(kv_task, kv_config, seed=0)
     dirs["kv d64"] = save_testbed(lm, kv_task, workdir / "kv-d64")
     models["kv d64"] = load_testbed(dirs["kv d64"])
-    training["kv d64"] = {"dim": 64, "parameters": sum(p.numel() for p in lm.parameters()),
+    training["kv d64"] = {"dim": 64, "parameters": count_parameters(lm),
                           "steps": str(args.kv_steps), "seconds": time.perf_counter() - start,
                           "memorise loss (last 20)": float("nan"),
                           "final loss (last 50)": statistics.fmean(losses[-50:])}  # fmt: skip

@@ -24,14 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from attnkit.data.cluttered import load_digits, make_cluttered, split_digits
-from attnkit.models.glimpse import (
-    ConvConfig,
-    ConvNet,
-    GlimpseConfig,
-    GlimpseNetwork,
-    evaluate,
-    train_classifier,
-)
+from attnkit.models.glimpse import ConvConfig, ConvNet, GlimpseConfig, GlimpseNetwork
+from attnkit.tasks.glimpse import evaluate, train_classifier
+from attnkit.train import count_parameters
 from harness import machine
 
 CLUTTER = {"none": 0, "some": 4, "heavy": 16}  # fragments of 8 x 8 per 60 x 60 canvas
@@ -117,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
                         "train_time_s": train_time,
                         "eval_ms_per_image": 1000 * eval_time / args.test,
                         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-                        "parameters": sum(p.numel() for p in model.parameters()),
+                        "parameters": count_parameters(model),
                     }
                 )
             paths[("images", level)] = test.images[: args.pictures]

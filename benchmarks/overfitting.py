@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from attnkit.tasks import load_recipe
 from attnkit.train import TrainConfig, Trainer
-from attnkit.train.tasks import load_recipe
 from harness import RESULTS, machine, markdown_table, write_results
 
 # every regularizer off; each control turns one on (recipe option or TrainConfig override)

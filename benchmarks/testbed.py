@@ -59,7 +59,7 @@ from attnkit.llm.guided import guided_generate
 from attnkit.llm.testbed import (
     ABSTAIN,
     TaskConfig,
-    TrainConfig,
+    TestbedConfig,
     answer_log_prob,
     detector_inputs,
     label_answer,
@@ -69,6 +69,7 @@ from attnkit.llm.testbed import (
     save_testbed,
     train_model,
 )
+from attnkit.train import count_parameters
 from harness import machine, markdown_table, write_results
 
 DECODERS = ("greedy", "sampling", "guided: lookback lens", "guided: token probability")
@@ -228,10 +229,10 @@ def main() -> None:
     task = TaskConfig(shared_prefix=args.shared_prefix)
     abstain_task = dataclasses.replace(task, abstain=True)
 
-    plan = {f"d{dim}": (task, TrainConfig(dim=dim, hidden_dim=2 * dim, steps=args.steps, lr=lr))
+    plan = {f"d{dim}": (task, TestbedConfig(dim=dim, hidden_dim=2 * dim, steps=args.steps, lr=lr))
             for dim, lr in zip(args.dims, args.lrs, strict=True)}  # fmt: skip
     if args.abstain_dim:
-        plan[f"d{args.abstain_dim} abstain"] = (abstain_task, TrainConfig(
+        plan[f"d{args.abstain_dim} abstain"] = (abstain_task, TestbedConfig(
             dim=args.abstain_dim, hidden_dim=2 * args.abstain_dim, steps=args.steps,
             lr=args.abstain_lr, absent_questions=1,
         ))  # fmt: skip
@@ -243,7 +244,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         directory = save_testbed(lm, model_task, workdir / name.replace(" ", "-"))
         models[name] = load_testbed(directory)[:2]
-        params = sum(p.numel() for p in lm.parameters())
+        params = count_parameters(lm)
         training[name] = {"dim": config.dim, "layers": config.num_layers,
                           "heads": config.num_heads, "parameters": params,
                           "steps": config.steps, "lr": config.lr,

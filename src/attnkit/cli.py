@@ -228,7 +228,7 @@ def faithfulness(
     with n and 95% bootstrap intervals) as markdown, JSON and a plot.
     """
     from attnkit.interpret.replication import run_faithfulness
-    from attnkit.train.tasks import parse_options
+    from attnkit.tasks import parse_options
 
     try:
         table, paths = run_faithfulness(
@@ -457,9 +457,9 @@ def train(
     ] = True,
 ) -> None:
     """Train a task's model (attention or baseline): checkpoint, metrics JSON and loss plot."""
+    from attnkit.tasks import parse_options
+    from attnkit.tasks.command import train_task
     from attnkit.train import TrainConfig
-    from attnkit.train.command import train_task
-    from attnkit.train.tasks import parse_options
 
     try:
         config = TrainConfig(

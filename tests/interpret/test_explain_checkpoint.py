@@ -14,8 +14,8 @@ from attnkit.interpret import rollout
 from attnkit.interpret.explanation import STEPS, explain
 from attnkit.interpret.loading import WordTokenizer, load_explainable, save_vocabulary
 from attnkit.interpret.relevance_maps import relevance
-from attnkit.models.text import text_recipe
 from attnkit.recording import capture
+from attnkit.tasks import text_recipe
 from attnkit.train import TrainConfig, Trainer
 from attnkit.train.checkpoint import TrainState, save_checkpoint
 

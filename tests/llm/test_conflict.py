@@ -13,12 +13,12 @@ from attnkit.llm.conflict import (
     save_conflict,
     train_conflict_model,
 )
-from attnkit.llm.testbed import TaskConfig, TrainConfig, run_examples
+from attnkit.llm.testbed import TaskConfig, TestbedConfig, run_examples
 
 pytest.importorskip("transformers")
 
 TINY = ConflictTrainConfig(
-    model=TrainConfig(dim=16, hidden_dim=32, num_layers=2, num_heads=2, steps=6, lr=3e-3,
+    model=TestbedConfig(dim=16, hidden_dim=32, num_layers=2, num_heads=2, steps=6, lr=3e-3,
                       warmup=2, batch_size=8, questions=2),
     memorise_steps=6, memory_questions=4,
 )  # fmt: skip

@@ -7,7 +7,7 @@ import torch
 
 from attnkit.llm.conflict import label_conflict, make_conflict_examples, make_world
 from attnkit.llm.readout import read_answers
-from attnkit.llm.testbed import TrainConfig, answer_log_prob, run_examples
+from attnkit.llm.testbed import TestbedConfig, answer_log_prob, run_examples
 
 transformers = pytest.importorskip("transformers")
 
@@ -21,7 +21,9 @@ def answered(tmp_path_factory):
 
     torch.manual_seed(0)
     world = make_world(num_keys=8, seed=0)
-    config = TrainConfig(dim=16, hidden_dim=32, num_layers=2, num_heads=2).model_config(world.task)
+    config = TestbedConfig(dim=16, hidden_dim=32, num_layers=2, num_heads=2).model_config(
+        world.task
+    )
     directory = save_conflict(CausalLM(config), world, tmp_path_factory.mktemp("m"))
     model, tokenizer, _ = load_conflict(directory)
     eager, _, _ = load_conflict(directory, attn_implementation="eager")

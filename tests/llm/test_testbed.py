@@ -10,10 +10,10 @@ import torch
 from attnkit.llm.generation import generate
 from attnkit.llm.testbed import (
     ABSTAIN,
-    Example,
     LabelledTrace,
+    RetrievalQuestion,
     TaskConfig,
-    TrainConfig,
+    TestbedConfig,
     answer_log_prob,
     build_tokenizer,
     detector_inputs,
@@ -77,8 +77,8 @@ def test_abstention_token_and_labels():
     ids = tokenizer("k01=ab;|k05=?;")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids)[-2:] == [ABSTAIN, ";"]
     assert ids[-2] == len(TASK.vocabulary)
-    present = Example("k01=ab;", "k01", "ab")
-    absent = Example("k01=ab;", "k05", None)
+    present = RetrievalQuestion("k01=ab;", "k01", "ab")
+    absent = RetrievalQuestion("k01=ab;", "k05", None)
     assert label_answer(absent, "?;") == "abstained"
     assert label_answer(absent, "?a;") == "invented"
     assert label_answer(present, "?;") == "wrong"
@@ -93,7 +93,7 @@ def test_training_batch_asks_about_absent_keys():
     from attnkit.llm.testbed import _training_batch
 
     task = dataclasses.replace(TASK, abstain=True)
-    config = TrainConfig(batch_size=8, questions=2, absent_questions=2)
+    config = TestbedConfig(batch_size=8, questions=2, absent_questions=2)
     vocab = {t: i for i, t in enumerate(task.vocabulary)}
     ids, mask = _training_batch(random.Random(0), task, config, vocab)
     tokens = task.vocabulary
@@ -110,8 +110,8 @@ def test_training_batch_asks_about_absent_keys():
 
 
 def test_labels_of_hand_made_answers():
-    present = Example("k01=abc;k02=de;", "k02", "de")
-    absent = Example("k01=abc;k02=de;", "k07", None)
+    present = RetrievalQuestion("k01=abc;k02=de;", "k02", "de")
+    absent = RetrievalQuestion("k01=abc;k02=de;", "k07", None)
     assert label_answer(present, "de;") == "grounded"
     assert label_answer(present, "de") == "grounded"  # cut off before the ';'
     assert label_answer(present, "dea;") == "wrong"
@@ -160,7 +160,7 @@ def test_task_config_errors():
     with pytest.raises(ValueError, match=r"shared_prefix must be in \[0, min_value_len\)"):
         TaskConfig(min_value_len=3, shared_prefix=3)
     with pytest.raises(ValueError, match="absent_questions .2. needs a task with abstain=True"):
-        train_model(TASK, TrainConfig(absent_questions=2))
+        train_model(TASK, TestbedConfig(absent_questions=2))
     with pytest.raises(ValueError, match="count"):
         make_examples(-1)
     with pytest.raises(ValueError, match="absent_share"):
@@ -172,7 +172,7 @@ def test_task_config_errors():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.manual_seed(0)
-    config = TrainConfig(dim=32, num_layers=2, num_heads=2, hidden_dim=64, steps=60,
+    config = TestbedConfig(dim=32, num_layers=2, num_heads=2, hidden_dim=64, steps=60,
                          batch_size=16, questions=2, warmup=10)  # fmt: skip
     with _threads(1):
         model, losses = train_model(TASK, config, seed=0)
@@ -196,7 +196,7 @@ def test_training_lowers_the_loss_and_is_deterministic(trained):
     _, losses, _ = trained
     assert len(losses) == 60
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5
-    config = TrainConfig(dim=32, num_layers=2, num_heads=2, hidden_dim=64, steps=3,
+    config = TestbedConfig(dim=32, num_layers=2, num_heads=2, hidden_dim=64, steps=3,
                          batch_size=4, questions=2, warmup=1)  # fmt: skip
     with _threads(1):
         _, first = train_model(TASK, config, seed=5)
@@ -245,7 +245,7 @@ def test_detector_inputs_span_and_windows(trained):
     hf, tokenizer, _ = load_testbed(directory)
     trace = generate(hf, tokenizer, "k03=abc;k17=po;|k17=", context="k03=abc;k17=po;",
                      max_new_tokens=5, min_new_tokens=5)  # fmt: skip
-    example = Example("k03=abc;k17=po;", "k17", "po")
+    example = RetrievalQuestion("k03=abc;k17=po;", "k17", "po")
     items = [LabelledTrace(example, trace, "grounded", 0.0),
              LabelledTrace(example, trace, "wrong", 0.0)]  # fmt: skip
     features, labels, groups = detector_inputs(items)

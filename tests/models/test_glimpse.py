@@ -13,11 +13,10 @@ from attnkit.models.glimpse import (
     ConvNet,
     GlimpseConfig,
     GlimpseNetwork,
-    evaluate,
     retina,
-    train_classifier,
     window_masks,
 )
+from attnkit.tasks.glimpse import evaluate, train_classifier
 
 HARD = ["reinforce", "gumbel", "topk"]
 

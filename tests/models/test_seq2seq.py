@@ -8,13 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from attnkit.data.dates import make_date_task
-from attnkit.models.seq2seq import (
-    Seq2Seq,
-    Seq2SeqConfig,
-    dates_recipe,
-    exact_match,
-    sequence_loss,
-)
+from attnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, exact_match, sequence_loss
+from attnkit.tasks import dates_recipe
 
 VARIANTS = ["soft", "none"]
 

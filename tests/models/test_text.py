@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from attnkit.data.evidence import make_evidence_task
 from attnkit.data.text import evidence_dataset
-from attnkit.models.text import TextClassifier, TextClassifierConfig, text_recipe
+from attnkit.models.text import TextClassifier, TextClassifierConfig
+from attnkit.tasks import text_recipe
 
 VARIANTS = ["soft", "hard", "multihead", "none"]
 SMALL = {"embed_dim": 16, "hidden": 16, "attention_dim": 16, "num_heads": 2, "dropout": 0.0}

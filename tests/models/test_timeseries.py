@@ -18,8 +18,8 @@ from attnkit.models.timeseries import (
     plot_forecast,
     residual_quantiles,
     seasonal_naive,
-    series_recipe,
 )
+from attnkit.tasks import series_recipe
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -265,13 +265,8 @@ def test_recipe_trains_with_the_trainer():
 def test_classical_baselines_by_hand():
     """On co2's test windows: each baseline's MAE is that of its residual-median band, in ppm."""
     from attnkit.data.series import load_series, split_series
-    from attnkit.models.timeseries import (
-        SERIES_SETTINGS,
-        LinearAR,
-        classical_baselines,
-        residual_quantiles,
-        seasonal_naive,
-    )
+    from attnkit.models.timeseries import LinearAR, residual_quantiles, seasonal_naive
+    from attnkit.tasks import SERIES_SETTINGS, classical_baselines
 
     splits = split_series(load_series("co2"), **SERIES_SETTINGS["co2"])
     train, test, scale = splits.train, splits.test, splits.scaler.std
@@ -289,12 +284,8 @@ def test_classical_baselines_by_hand():
 
 
 def test_matched_hidden_is_the_nearest_count():
-    from attnkit.models.timeseries import (
-        SERIES_SETTINGS,
-        AttentionForecaster,
-        ForecasterConfig,
-        matched_hidden,
-    )
+    from attnkit.models.timeseries import AttentionForecaster, ForecasterConfig
+    from attnkit.tasks import SERIES_SETTINGS, matched_hidden
 
     def count(hidden, attention):
         config = ForecasterConfig(**SERIES_SETTINGS["co2"], hidden=hidden, attention=attention)

@@ -7,14 +7,9 @@ import torch.nn.functional as F
 from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.models.blocks import MeanMixing
 from attnkit.models.glimpse import ConvNet
-from attnkit.models.vision import (
-    ViT,
-    ViTConfig,
-    count_parameters,
-    digits_recipe,
-    matched_cnn,
-    mnist_recipe,
-)
+from attnkit.models.vision import ViT, ViTConfig
+from attnkit.tasks import digits_recipe, matched_cnn, mnist_recipe
+from attnkit.train import count_parameters
 
 SMALL = ViTConfig(image_size=8, patch_size=2, embed_dim=16, depth=2, num_heads=4)
 
@@ -184,8 +179,8 @@ def test_bad_config_and_images():
 
 
 def test_the_trainer_trains_a_recipe_from_the_task_table():
+    from attnkit.tasks import load_recipe
     from attnkit.train import TrainConfig, Trainer
-    from attnkit.train.tasks import load_recipe
 
     recipe = load_recipe("digits", attention="multihead", seed=0)
     config = TrainConfig(epochs=5, max_steps=100, batch_size=32, lr=3e-3, progress=False)

@@ -1,10 +1,11 @@
 import json
 
 import pytest
+from toy import toy_recipe
 from typer.testing import CliRunner
 
+from attnkit import tasks
 from attnkit.cli import app
-from attnkit.train import tasks
 from attnkit.train.checkpoint import load_checkpoint
 
 runner = CliRunner()
@@ -12,7 +13,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def toy_task(monkeypatch):
-    monkeypatch.setitem(tasks.TASKS, "toy", "toy:toy_recipe")
+    monkeypatch.setitem(tasks.TASKS, "toy", toy_recipe)
 
 
 def test_train_runs_end_to_end_and_resumes(tmp_path, toy_task):

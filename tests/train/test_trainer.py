@@ -6,7 +6,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from toy import accuracy, cross_entropy, mlp, mse, regression
 
-from attnkit.train import Recipe, TrainConfig, Trainer
+from attnkit.tasks import Recipe
+from attnkit.train import TrainConfig, Trainer
 
 QUIET = {"progress": False, "device": "cpu"}
 DEVICES = [

@@ -41,7 +41,7 @@ def mlp(hidden: int = 32, inputs: int = 4, outputs: int = 1, dropout: float = 0.
 
 def toy_recipe(attention="soft", seed=0, fraction=1.0, data=None, **options):
     """A two-class task in the recipe-function signature, for the CLI tests."""
-    from attnkit.train import Recipe
+    from attnkit.tasks import Recipe
 
     if attention not in ("soft", "none"):
         raise ValueError(f"attention must be one of ['none', 'soft'], got {attention!r}")

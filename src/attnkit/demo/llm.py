@@ -77,7 +77,7 @@ def llm_step(context: StepContext) -> StepResult:
     from attnkit.llm.suite import Example, default_suite
     from attnkit.llm.testbed import (
         TaskConfig,
-        TrainConfig,
+        TestbedConfig,
         detector_inputs,
         load_testbed,
         make_examples,
@@ -85,6 +85,7 @@ def llm_step(context: StepContext) -> StepResult:
         save_testbed,
         train_model,
     )
+    from attnkit.train import count_parameters
 
     sizes, name, seed = context.sizes, "llm", context.seed
     folder = context.folder(name)
@@ -96,7 +97,7 @@ def llm_step(context: StepContext) -> StepResult:
         context.progress(done[0], total)
 
     task = TaskConfig()
-    config = TrainConfig(steps=sizes.testbed_steps, batch_size=64, lr=2e-3, warmup=50)
+    config = TestbedConfig(steps=sizes.testbed_steps, batch_size=64, lr=2e-3, warmup=50)
     context.progress(0, total)
     handle = _count_steps(tick)
     try:
@@ -146,7 +147,7 @@ def llm_step(context: StepContext) -> StepResult:
     loss = float(np.mean(losses[-20:]))
     n = len(labelled)
     notes = [
-        f"A {sum(p.numel() for p in lm.parameters()):,}-parameter CausalLM (2 layers x 4 heads) "
+        f"A {count_parameters(lm):,}-parameter CausalLM (2 layers x 4 heads) "
         f"trained {sizes.testbed_steps} steps of 64 (final loss {loss:.3f}) to "
         "copy a key's value from its context; saved and reloaded as a Hugging Face Llama.",
         f"Of {n} greedy answers ({verdicts['invented']} about absent keys): "

@@ -9,7 +9,7 @@
   attention (widths matched to the parameter count), seasonal naive and linear AR.
 
 Every model of a step gets the same step budget, batch size and learning rate (the recipes of
-:mod:`attnkit.train.tasks`, a much smaller version of ``benchmarks/benefit_*.py``).
+:mod:`attnkit.tasks`, a much smaller version of ``benchmarks/benefit_*.py``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ class _Run:
     recipe: Any
 
 
-def _parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def _train(
     recipe,
     label: str,
@@ -56,13 +52,7 @@ def _train(
     tick: Callable[[], None],
 ) -> _Run:
     """Train ``recipe`` for at most ``steps`` optimizer steps, calling ``tick`` after each."""
-    from attnkit.train import TrainConfig, Trainer
-
-    def loss(model: nn.Module, batch: Any) -> torch.Tensor:
-        value = recipe.loss(model, batch)
-        if model.training:  # one call per optimizer step (evaluation runs in eval mode)
-            tick()
-        return value
+    from attnkit.train import TrainConfig, Trainer, count_parameters
 
     config = TrainConfig(
         epochs=100_000,
@@ -76,14 +66,15 @@ def _train(
         device="cpu",  # the demo's figures are CPU figures, on any machine
     )
     started = time.perf_counter()
-    result = Trainer(recipe.model, config, loss=loss, metrics=recipe.metrics).fit(
-        recipe.train, recipe.val, recipe.test
+    trainer = Trainer(
+        recipe.model, config, loss=recipe.loss, metrics=recipe.metrics, on_step=lambda *_: tick()
     )
+    result = trainer.fit(recipe.train, recipe.val, recipe.test)
     recipe.model.eval()
     return _Run(
         label,
         result.test or {},
-        _parameters(recipe.model),
+        count_parameters(recipe.model),
         result.steps,
         time.perf_counter() - started,
         result.history,
@@ -164,7 +155,7 @@ TEXT_VARIANTS = {
 def text_step(context: StepContext) -> StepResult:
     """Attention pooling vs mean pooling on the evidence task; test accuracy and the pooling
     weight that falls on the evidence word."""
-    from attnkit.train.tasks import load_recipe
+    from attnkit.tasks import load_recipe
 
     sizes, name = context.sizes, "text"
     folder = context.folder(name)
@@ -309,7 +300,7 @@ VISION_VARIANTS = {
 
 def vision_step(context: StepContext) -> StepResult:
     """ViT vs its mean-mixing ablation, hard patch selection and a CNN on sklearn digits."""
-    from attnkit.train.tasks import load_recipe
+    from attnkit.tasks import load_recipe
 
     sizes, name = context.sizes, "vision"
     folder = context.folder(name)
@@ -415,20 +406,21 @@ SERIES_VARIANTS = {
 def series_step(context: StepContext) -> StepResult:
     """Forecast a year of CO2 from three: lag attention vs no attention vs classical baselines."""
     from attnkit.data.series import load_series, split_series
-    from attnkit.models.timeseries import (
+    from attnkit.models.timeseries import AttentionForecaster, ForecasterConfig, plot_forecast
+    from attnkit.tasks.series import (
         SERIES_SETTINGS,
-        AttentionForecaster,
-        ForecasterConfig,
         classical_baselines,
         matched_hidden,
-        plot_forecast,
         series_recipe,
     )
+    from attnkit.train import count_parameters
 
     sizes, name = context.sizes, "series"
     folder = context.folder(name)
     tick = _ticker(context, len(SERIES_VARIANTS) * sizes.series_steps)
-    target = _parameters(AttentionForecaster(ForecasterConfig(**SERIES_SETTINGS["co2"], hidden=32)))
+    target = count_parameters(
+        AttentionForecaster(ForecasterConfig(**SERIES_SETTINGS["co2"], hidden=32))
+    )
     runs = {}
     for attention, label in SERIES_VARIANTS.items():
         hidden = (

@@ -404,8 +404,8 @@ def run_faithfulness(
     """
     from attnkit.data.text import read_text_splits, tokenize
     from attnkit.interpret.loading import load_explainable
-    from attnkit.models.text import FILE_OPTIONS
-    from attnkit.train.command import DATA_FILE
+    from attnkit.tasks.command import DATA_FILE
+    from attnkit.tasks.text import FILE_OPTIONS
 
     run = Path(run)
     target = load_explainable(str(run))

@@ -36,14 +36,22 @@ import json
 import math
 import random
 import string
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from attnkit.llm.testbed import ABSTAIN, TaskConfig, TrainConfig, load_testbed, save_testbed
+from attnkit.llm.testbed import (
+    ABSTAIN,
+    TaskConfig,
+    TestbedConfig,
+    answer_loss,
+    load_testbed,
+    save_testbed,
+)
 from attnkit.models.lm import CausalLM
+from attnkit.train import Trainer
 
 __all__ = [
     "CONFLICT_VERDICTS",
@@ -180,8 +188,8 @@ class ConflictTrainConfig:
     """The two training phases of :func:`train_conflict_model`."""
 
     # phase 2 (steps, batch, width ...); benchmarks/hallucination.py: 300 + 800 steps, share 0.4
-    model: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
+    model: TestbedConfig = field(
+        default_factory=lambda: TestbedConfig(
             dim=64, hidden_dim=128, steps=800, lr=3e-3, warmup=50, batch_size=32
         )
     )
@@ -242,27 +250,18 @@ def _batch(rows: list[tuple[list, list]], pad: int) -> tuple[torch.Tensor, torch
     return ids, target[:, 1:]
 
 
-def _phase(model, steps: int, lr: float, warmup: int, weight_decay: float, next_batch, losses):
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98)
-    )
+def _phase(model: CausalLM, train: TestbedConfig, steps: int, batch) -> list[float]:
+    """``steps`` steps of one :class:`~attnkit.train.Trainer` run (a fresh AdamW, its own warm-up
+    and cosine decay) over the endless stream ``batch(), batch(), ...``; the loss of each."""
+    if steps == 0:
+        return []
 
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield batch()
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    for _ in range(steps):
-        ids, mask = next_batch()
-        logits = model(ids[:, :-1])  # (B, T-1, V)
-        loss = F.cross_entropy(logits[mask], ids[:, 1:][mask])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+    config = replace(train.trainer_config(), max_steps=steps)
+    return Trainer(model, config, loss=answer_loss).fit(stream()).losses
 
 
 def train_conflict_model(
@@ -284,8 +283,6 @@ def train_conflict_model(
     vocab = {token: i for i, token in enumerate(world.task.vocabulary)}
     train = config.model
     model = CausalLM(_model_config(world, config))
-    losses: list[float] = []
-    model.train()
 
     def memory_batch():
         rows = [_memory_row(rng, world, config, vocab) for _ in range(train.batch_size)]
@@ -297,9 +294,8 @@ def train_conflict_model(
                 for _ in range(train.batch_size)]  # fmt: skip
         return _batch(rows, vocab["<pad>"])
 
-    common = dict(lr=train.lr, warmup=train.warmup, weight_decay=train.weight_decay)
-    _phase(model, config.memorise_steps, next_batch=memory_batch, losses=losses, **common)
-    _phase(model, train.steps, next_batch=reading_batch, losses=losses, **common)
+    losses = _phase(model, train, config.memorise_steps, memory_batch)
+    losses += _phase(model, train, train.steps, reading_batch)
     return model.eval(), losses
 
 
@@ -309,8 +305,6 @@ def _model_config(world: World, config: ConflictTrainConfig):
     reading = (task.max_facts + 1) * (task.max_value_len + 2) + train.questions * (
         task.max_value_len + 2
     )
-    from dataclasses import replace
-
     base = train.model_config(task)
     longest = max(memory, reading) + 2
     return replace(base, max_seq_len=max(base.max_seq_len, 2 ** math.ceil(math.log2(longest))))

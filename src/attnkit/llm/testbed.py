@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,16 +37,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnkit import train  # not its TrainConfig here: this module's old TrainConfig moved
+from attnkit._moved import moved_name
 from attnkit.llm.detector import span_features, window_features
 from attnkit.llm.generation import GenerationTrace, generate
 from attnkit.models.lm import CausalLM, CausalLMConfig
 
 __all__ = [
-    "Example",
     "LabelledTrace",
+    "RetrievalQuestion",
     "TaskConfig",
-    "TrainConfig",
+    "TestbedConfig",
     "answer_log_prob",
+    "answer_loss",
     "build_tokenizer",
     "detector_inputs",
     "label_answer",
@@ -120,7 +123,7 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
-class Example:
+class RetrievalQuestion:
     """One retrieval question."""
 
     context: str  # the facts, "k37=fbca;k05=pmdoa;"
@@ -156,7 +159,7 @@ def _text(facts: dict[str, str]) -> str:
 
 def make_examples(
     count: int, task: TaskConfig = TaskConfig(), seed: int = 0, absent_share: float = 0.5
-) -> list[Example]:
+) -> list[RetrievalQuestion]:
     """``count`` questions, a share ``absent_share`` of them (rounded) about absent keys.
 
     Deterministic in ``seed``; the order of present and absent questions is shuffled.
@@ -174,14 +177,14 @@ def make_examples(
         facts = _context(rng, task)
         if is_absent:
             key = rng.choice([k for k in task.keys if k not in facts])
-            examples.append(Example(_text(facts), key, None))
+            examples.append(RetrievalQuestion(_text(facts), key, None))
         else:
             key = rng.choice(list(facts))
-            examples.append(Example(_text(facts), key, facts[key]))
+            examples.append(RetrievalQuestion(_text(facts), key, facts[key]))
     return examples
 
 
-def label_answer(example: Example, text: str) -> str:
+def label_answer(example: RetrievalQuestion, text: str) -> str:
     """Verdict on a generated continuation of ``example.prompt``: one of :data:`VERDICTS`.
 
     The answer is the text before the first ``;`` (all of it when there is none). An absent
@@ -219,8 +222,10 @@ def build_tokenizer(task: TaskConfig = TaskConfig()):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Model size and optimisation for :func:`train_model`."""
+class TestbedConfig:
+    """Model size, training data and optimisation for :func:`train_model`."""
+
+    __test__ = False  # not a pytest test class, although its name starts with "Test"
 
     dim: int = 64  # model width
     num_layers: int = 2  # decoder blocks
@@ -234,6 +239,18 @@ class TrainConfig:
     warmup: int = 100  # warm-up steps
     weight_decay: float = 0.01
 
+    def trainer_config(self) -> train.TrainConfig:
+        """The optimisation as an :class:`attnkit.train.TrainConfig`: ``steps`` steps of AdamW
+        (betas 0.9, 0.98; weight decay on every parameter), ``warmup`` steps of linear warm-up
+        then cosine decay to 0, the gradient norm clipped to 1, on the CPU. ``seed=None``:
+        :func:`train_model` seeds the initialisation and the batches itself."""
+        return train.TrainConfig(
+            max_steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+            weight_decay=self.weight_decay, decay="all", betas=(0.9, 0.98), schedule="cosine",
+            warmup=self.warmup, grad_clip=1.0, seed=None, patience=None, progress=False,
+            device="cpu",
+        )  # fmt: skip
+
     def model_config(self, task: TaskConfig) -> CausalLMConfig:
         longest = (task.max_facts + self.questions) * (task.max_value_len + 3) + (
             3 * self.absent_questions
@@ -246,7 +263,7 @@ class TrainConfig:
 
 
 def _training_batch(
-    rng: random.Random, task: TaskConfig, config: TrainConfig, vocab: dict[str, int]
+    rng: random.Random, task: TaskConfig, config: TestbedConfig, vocab: dict[str, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids ``(B, T)`` and a loss mask over targets ``(B, T - 1)``: the answers' tokens."""
     rows, masks = [], []
@@ -275,8 +292,16 @@ def _training_batch(
     return ids, target_mask[:, 1:]
 
 
+def answer_loss(model: CausalLM, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy on the answers' tokens only: ``batch = (ids (B, T), mask (B, T - 1))``,
+    ``mask`` true on the targets that are answer tokens."""
+    ids, mask = batch
+    logits = model(ids[:, :-1])  # (B, T-1, V)
+    return F.cross_entropy(logits[mask], ids[:, 1:][mask])
+
+
 def train_model(
-    task: TaskConfig = TaskConfig(), config: TrainConfig = TrainConfig(), seed: int = 0
+    task: TaskConfig = TaskConfig(), config: TestbedConfig = TestbedConfig(), seed: int = 0
 ) -> tuple[CausalLM, list[float]]:
     """Train a :class:`CausalLM` to answer present-key questions by copying.
 
@@ -284,7 +309,9 @@ def train_model(
     in it, each with its answer, and ``config.absent_questions`` about keys not in it, answered
     :data:`ABSTAIN` (``task.abstain`` must be set), in random order; the loss is the
     cross-entropy on the answers' tokens (value characters or ABSTAIN, and the closing ``;``)
-    only. Deterministic in ``seed`` on one thread.
+    only (:func:`answer_loss`). One :class:`~attnkit.train.Trainer` run over an endless stream
+    of such batches, with :meth:`TestbedConfig.trainer_config`. Deterministic in ``seed`` on one
+    thread.
 
     Returns:
         The model (in eval mode) and the loss of every step.
@@ -297,30 +324,13 @@ def train_model(
     rng = random.Random(seed)
     vocab = {token: i for i, token in enumerate(task.vocabulary)}
     model = CausalLM(config.model_config(task))
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
-    )
 
-    def schedule(step: int) -> float:
-        if step < config.warmup:
-            return (step + 1) / config.warmup
-        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-        return 0.5 * (1 + math.cos(math.pi * progress))
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield _training_batch(rng, task, config, vocab)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    losses = []
-    model.train()
-    for _ in range(config.steps):
-        ids, mask = _training_batch(rng, task, config, vocab)
-        logits = model(ids[:, :-1])  # (B, T-1, V)
-        loss = F.cross_entropy(logits[mask], ids[:, 1:][mask])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-    return model.eval(), losses
+    result = train.Trainer(model, config.trainer_config(), loss=answer_loss).fit(batches())
+    return model.eval(), result.losses
 
 
 def save_testbed(model: CausalLM, task: TaskConfig, directory: str | Path) -> Path:
@@ -359,7 +369,7 @@ def load_testbed(directory: str | Path, attn_implementation: str = "sdpa"):
 class LabelledTrace:
     """A generated answer with its attention trace and its true label."""
 
-    example: Example
+    example: RetrievalQuestion
     trace: GenerationTrace
     verdict: str  # one of VERDICTS
     log_prob: float  # mean log-probability of the generated tokens under the model
@@ -388,7 +398,7 @@ def answer_log_prob(model, trace: GenerationTrace) -> float:
 def run_examples(
     model,
     tokenizer,
-    examples: Sequence[Example],
+    examples: Sequence[RetrievalQuestion],
     max_new_tokens: int = 12,
     batch_size: int = 32,
     label=None,
@@ -439,3 +449,7 @@ def detector_inputs(
         labels += [item.hallucinated] * len(features)
         groups += [i] * len(features)
     return np.concatenate(rows), np.array(labels), np.array(groups)
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)  # TrainConfig -> TestbedConfig, Example -> RetrievalQuestion

@@ -19,24 +19,23 @@ encoded as ``relu(what(retina) + where[location])`` with ``what`` a small CNN ov
 - ``attention="soft"`` replaces it with :class:`~attnkit.attention.soft.SoftAttention` over the
   encodings of all locations: it reads the whole canvas at every step.
 - :class:`ConvNet` is a plain CNN of similar size, the no-attention reference.
+
+Training and evaluation (:func:`attnkit.tasks.glimpse.train_classifier`, ``evaluate``) are in
+:mod:`attnkit.tasks.glimpse`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit._moved import moved_name
 from attnkit.attention.hard import ESTIMATORS, HardAttention
-from attnkit.attention.hard_training import (
-    MovingAverageBaseline,
-    anneal_temperature,
-    reinforce_loss,
-)
+from attnkit.attention.hard_training import MovingAverageBaseline, reinforce_loss
 from attnkit.attention.soft import SoftAttention
 
 __all__ = [
@@ -45,8 +44,6 @@ __all__ = [
     "GlimpseConfig",
     "GlimpseNetwork",
     "GlimpseResult",
-    "evaluate",
-    "train_classifier",
 ]
 
 ATTENTIONS = (*sorted(ESTIMATORS), "soft")
@@ -339,68 +336,5 @@ class ConvNet(nn.Module):
         return self.config.canvas**2, torch.ones(len(locations))
 
 
-Model = GlimpseNetwork | ConvNet
-
-
-def train_classifier(
-    model: Model,
-    batches: Callable[[int], tuple[Tensor, Tensor]],
-    steps: int,
-    lr: float = 1e-3,
-    on_step: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Train ``model`` with Adam for ``steps`` steps and return the loss of each step.
-
-    For ``"gumbel"`` the locator's temperature follows :func:`anneal_temperature` from 1 down to
-    0.5 at 70% of the steps (Jang et al. 2017).
-
-    Args:
-        model: a :class:`GlimpseNetwork` or :class:`ConvNet`.
-        batches: ``step -> (images (B, 1, S, S), labels (B,))``.
-        steps: optimizer steps.
-        lr: Adam learning rate.
-        on_step: called with ``(step, loss)`` after each step (e.g. a progress bar).
-    """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    gumbel = isinstance(model, GlimpseNetwork) and model.config.attention == "gumbel"
-    rate = math.log(2.0) / max(1.0, 0.7 * steps)
-    losses = []
-    model.train()
-    for step in range(steps):
-        if gumbel:
-            model.locator.temperature = anneal_temperature(step, 1.0, 0.5, rate)
-        images, labels = batches(step)
-        loss = model.loss(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step(step, losses[-1])
-    return losses
-
-
-@torch.no_grad()
-def evaluate(model: Model, images: Tensor, labels: Tensor, batch_size: int = 500) -> dict:
-    """Accuracy and reading cost on held-out data, in eval mode (deterministic glimpses).
-
-    Returns:
-        ``{"accuracy", "pixels_read" (numbers read per image), "coverage" (mean fraction of the
-        canvas inside some window), "locations" ((N_images, glimpses) int64)}``.
-    """
-    model.eval()
-    correct, coverage, paths = 0, 0.0, []
-    values = 0
-    for start in range(0, len(images), batch_size):
-        result = model(images[start : start + batch_size])
-        batch_labels = labels[start : start + batch_size]
-        correct += (result.logits.argmax(-1) == batch_labels).sum().item()
-        values, covered = model.pixels_read(result.locations)
-        coverage += covered.sum().item()
-        paths.append(result.locations)
-    return {
-        "accuracy": correct / len(images),
-        "pixels_read": values,
-        "coverage": coverage / len(images),
-        "locations": torch.cat(paths),
-    }
+def __getattr__(name: str):
+    return moved_name(__name__, name)  # training and evaluation moved to attnkit.tasks.glimpse

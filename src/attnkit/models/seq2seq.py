@@ -13,31 +13,26 @@ logits are ``Linear([s_i; c_i; E y_{i-1}])``.
   numbers, which is what degrades on long inputs.
 
 Training uses teacher forcing (:meth:`Seq2Seq.forward`), inference greedy decoding
-(:meth:`Seq2Seq.generate`). :func:`dates_recipe` trains it on date normalization
+(:meth:`Seq2Seq.generate`). :func:`attnkit.tasks.dates_recipe` trains it on date normalization
 (:mod:`attnkit.data.dates`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from attnkit._moved import moved_name
 from attnkit.attention.soft import SoftAttention
-
-if TYPE_CHECKING:
-    from attnkit.train import Recipe
 
 __all__ = [
     "Seq2Seq",
     "Seq2SeqConfig",
     "Seq2SeqResult",
-    "dates_recipe",
     "exact_match",
     "sequence_loss",
 ]
@@ -247,92 +242,5 @@ def exact_match(tokens: Tensor, target: Tensor, pad_id: int = 0) -> Tensor:
     return (tokens == target).all(dim=1)
 
 
-def dates_recipe(
-    attention: str = "soft",
-    seed: int = 0,
-    fraction: float = 1.0,
-    data: Path | None = None,
-    **options: Any,
-) -> Recipe:
-    """Date normalization (:func:`attnkit.data.dates.make_date_task`) for :mod:`attnkit.train`.
-
-    Args:
-        attention: ``"soft"`` (Bahdanau) or ``"none"`` (fixed context).
-        seed: seeds the model's initialization and the choice of the training subset; the
-            data set itself is fixed by ``task_seed``.
-        fraction: share of the training split kept, in ``(0, 1]``.
-        data: not supported (the task is generated); must be ``None``.
-        options: ``n_train`` (8000), ``n_val`` (1000), ``n_test`` (2000), ``task_seed`` (0),
-            ``label_smoothing`` (0.0) and any :class:`Seq2SeqConfig` field (``embed_dim``,
-            ``hidden``, ``attention_dim``, ``dropout``).
-
-    A batch is a dict from :class:`~attnkit.data.dates.DateSplit`; metrics are the
-    teacher-forced ``token_accuracy`` and the greedy ``exact_match``.
-    """
-    from attnkit.data.dates import make_date_task
-    from attnkit.train import Recipe
-
-    if attention not in ATTENTIONS:
-        raise ValueError(
-            f"attention must be one of {list(ATTENTIONS)} for the dates task, got {attention!r}"
-        )
-    if data is not None:
-        raise ValueError(f"data: the dates task is generated and reads no file, got {data!r}")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    options = dict(options)
-    task = make_date_task(
-        n_train=options.pop("n_train", 8000),
-        n_val=options.pop("n_val", 1000),
-        n_test=options.pop("n_test", 2000),
-        seed=options.pop("task_seed", 0),
-    )
-    label_smoothing = options.pop("label_smoothing", 0.0)
-    fields = set(Seq2SeqConfig.__dataclass_fields__) - {"attention"}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for dates_recipe; known: {sorted(fields)}")
-    config = Seq2SeqConfig(
-        source_vocab_size=len(task.source_vocab),
-        target_vocab_size=len(task.target_vocab),
-        attention=attention,
-        bos_id=task.target_vocab.tokens.index("<s>"),
-        eos_id=task.target_vocab.tokens.index("</s>"),
-        **options,
-    )
-    torch.manual_seed(seed)
-    model = Seq2Seq(config)
-    train = task.train
-    if fraction < 1.0:
-        keep = max(1, round(fraction * len(train)))
-        train = train.subset(torch.randperm(len(train), generator=_generator(seed))[:keep])
-
-    def loss(model: Seq2Seq, batch: dict[str, Tensor]) -> Tensor:
-        result = model(batch["source"], batch["length"], batch["target"])
-        return sequence_loss(result.logits, batch["target"], config.pad_id, label_smoothing)
-
-    @torch.no_grad()
-    def metrics(model: Seq2Seq, batch: dict[str, Tensor]) -> dict[str, float]:
-        target = batch["target"]
-        forced = model(batch["source"], batch["length"], target).tokens
-        real = target != config.pad_id
-        decoded = model.generate(batch["source"], batch["length"], target.shape[1]).tokens
-        return {
-            "token_accuracy": float((forced == target)[real].float().mean()),
-            "exact_match": float(exact_match(decoded, target, config.pad_id).float().mean()),
-        }
-
-    return Recipe(
-        name=f"dates-{attention}",
-        model=model,
-        train=train,
-        val=task.val,
-        test=task.test,
-        loss=loss,
-        metrics=metrics,
-        config=config,
-    )
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def __getattr__(name: str):
+    return moved_name(__name__, name)  # dates_recipe moved to attnkit.tasks.dates

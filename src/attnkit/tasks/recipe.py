@@ -16,8 +16,9 @@ __all__ = ["Recipe"]
 class Recipe:
     """Everything a :class:`~attnkit.train.Trainer` needs for one task.
 
-    Recipe functions (``text_recipe``, ``digits_recipe``, ...) return one, so that
-    ``attnkit train <task>`` and the benchmarks can train any task the same way::
+    Recipe functions (:func:`~attnkit.tasks.text_recipe`, :func:`~attnkit.tasks.digits_recipe`,
+    ...) return one, so that ``attnkit train <task>`` and the benchmarks can train any task the
+    same way::
 
         recipe = digits_recipe(attention="multihead", seed=0, fraction=0.05)
         result = Trainer(recipe.model, config, loss=recipe.loss, metrics=recipe.metrics).fit(

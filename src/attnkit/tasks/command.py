@@ -11,9 +11,9 @@ from typing import Any
 
 import torch.distributed
 
+from attnkit.tasks.registry import load_recipe
 from attnkit.train.distributed import init_from_env, is_distributed, rank_and_world
 from attnkit.train.loop import TrainConfig, Trainer, TrainResult
-from attnkit.train.tasks import load_recipe
 
 __all__ = ["DATA_FILE", "train_task"]
 
@@ -74,7 +74,7 @@ def _train_and_report(
         lowercase = bool(options.get("lowercase", True)) if data is not None else True
         save_vocabulary(out, vocabulary.tokens, recipe.train.classes, lowercase)
         if data is not None:  # what `attnkit faithfulness` needs to find the same test split
-            from attnkit.models.text import FILE_OPTIONS
+            from attnkit.tasks.text import FILE_OPTIONS
 
             split = {k: v for k, v in options.items() if k in FILE_OPTIONS}
             record = {"path": str(data), "seed": config.seed, "options": split}
