@@ -49,6 +49,8 @@ NAMES: dict[tuple[str, str], tuple[str, str]] = {
     ("attnkit.monitor.drift", "jensen_shannon"): ("attnkit.monitor.drift", "js_distance"),
     ("attnkit.models", "evaluate"): ("attnkit.models.glimpse", "evaluate"),
     ("attnkit.models", "train_classifier"): ("attnkit.models.glimpse", "train_classifier"),
+    ("attnkit.monitor.client", "ROUNDING"): ("attnkit.llm.signals", "ROUNDING"),
+    ("attnkit.llm.detection", "trace_score"): ("attnkit.llm.detection", "answer_score"),
 }
 
 
