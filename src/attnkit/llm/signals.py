@@ -51,6 +51,11 @@ class Signal:
     description: str  # what it measures, with its paper
     field: str | None  # the GenerationTrace field, (n, L, H) per new token; None: not a trace's
     per_request: bool  # a monitor record keeps its mean per request (records/rollups column)
+    label: str = ""  # in words, for pages (default: the name with spaces)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name.replace("_", " "))
 
     @property
     def range(self) -> tuple[float, float]:
@@ -73,7 +78,7 @@ _ENTRIES = (
     Signal(
         "sink", 0.0, 1.0,
         "weight on the prompt's first token (the attention sink, Xiao et al. 2024)",
-        "sink", True,
+        "sink", True, "sink mass",
     ),
     Signal("max_weight", 0.0, 1.0, "largest weight of each attention row", "max_weight", True),
     Signal(
