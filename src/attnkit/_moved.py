@@ -37,6 +37,7 @@ MODULES: dict[str, tuple[str, str | None]] = {
     "attnkit.interpret.relevance": ("attnkit.interpret.relevance_maps", "relevance"),
     "attnkit.interpret.rollout": ("attnkit.interpret.attention_rollout", "rollout"),
     "attnkit.llm.generate": ("attnkit.llm.generation", "generate"),
+    "attnkit.llm.detector": ("attnkit.llm.lookback_lens", None),
 }
 
 # (module, old name) -> (module that holds it now, new name)

@@ -11,8 +11,8 @@ import torch
 from attnkit.llm import signals
 from attnkit.llm.checks import AnswerDetector, Condition, DetectorScore, SignalCheck
 from attnkit.llm.detection import answer_score, make_detector
-from attnkit.llm.detector import LookbackLens, span_features
 from attnkit.llm.generation import GenerationTrace
+from attnkit.llm.lookback_lens import LookbackLens, span_features
 from attnkit.llm.signals import (
     RANGES,
     RECORD_SIGNALS,
@@ -179,3 +179,21 @@ def test_moved_names_warn_and_give_the_same_object(module, old, new):
     assert found is new
     assert [w.category for w in caught] == [DeprecationWarning]
     assert f"{module}.{old} is deprecated" in str(caught[0].message)
+
+
+def test_the_old_detector_module_path_warns_and_gives_the_lookback_lens_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from attnkit.llm.detector import LookbackLens, span_features, window_features\n"
+        "import attnkit.llm.lookback_lens as home\n"
+        "assert (LookbackLens, span_features, window_features) == (home.LookbackLens,\n"
+        "    home.span_features, home.window_features)\n"
+        "assert [w.category for w in caught] == [DeprecationWarning], caught\n"
+        "assert 'use attnkit.llm.lookback_lens' in str(caught[0].message)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

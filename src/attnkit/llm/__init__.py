@@ -3,9 +3,9 @@ evaluation suites, and attribution of generated tokens."""
 
 from attnkit.llm.attribution import Attribution, attribute
 from attnkit.llm.detection import Detector, recommended_detector
-from attnkit.llm.detector import LookbackLens, span_features, window_features
 from attnkit.llm.generation import GenerationTrace, generate
 from attnkit.llm.guided import GuidedGeneration, guided_generate
+from attnkit.llm.lookback_lens import LookbackLens, span_features, window_features
 from attnkit.llm.readout import AnswerSignals, read_answers
 from attnkit.llm.signals import lookback_ratio, retrieval_hits
 from attnkit.llm.suite import Suite, SuiteResult, default_suite

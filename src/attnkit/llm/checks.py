@@ -222,7 +222,7 @@ class SignalCheck(Check):
 
 @dataclass(frozen=True)
 class DetectorScore(Check):
-    """A fitted :class:`~attnkit.llm.detector.LookbackLens`: probability that the answer is not
+    """A fitted :class:`~attnkit.llm.lookback_lens.LookbackLens`: probability that the answer is not
     grounded in its context, over the whole answer or, with ``window``, the largest over its
     sliding windows (Chuang et al. 2024, §3); or a fitted detector that scores a trace alone
     (:func:`~attnkit.llm.detection.check_trace_detector`). Scored by

@@ -219,6 +219,8 @@ class LookbackLensDetector(Detector):
     span feature) or over each sliding window of ``window`` tokens, ``v = [LR̄^{1,1}, ...,
     LR̄^{L,H}]``, and the detector is ``p = σ(w · v + b)``. With a window, training rows are the
     windows (labelled as their answer) and an answer's score is the largest of its windows'.
+    The features are those of :mod:`attnkit.llm.lookback_lens`, whose :class:`LookbackLens
+    <attnkit.llm.lookback_lens.LookbackLens>` is the earlier span detector (raw features).
     """
 
     name = "lookback lens"
@@ -227,7 +229,7 @@ class LookbackLensDetector(Detector):
         return np.stack([s.lookback_ratio.mean(0).flatten().double().numpy() for s in signals])
 
     def _windows(self, signals) -> tuple[np.ndarray, np.ndarray]:
-        from attnkit.llm.detector import window_features
+        from attnkit.llm.lookback_lens import window_features
 
         window = self.params["window"]
         rows = [window_features(s.lookback_ratio, window) for s in signals]
@@ -387,8 +389,8 @@ def recommended_detector() -> Detector:
 def check_trace_detector(detector: object) -> None:
     """Raise unless ``detector`` scores an answer from its generation trace alone (what a
     monitor has): a fitted :class:`LookbackLensDetector` (the recommended one, span or window
-    features) or a fitted :class:`~attnkit.llm.detector.LookbackLens`."""
-    from attnkit.llm.detector import LookbackLens
+    features) or a fitted :class:`~attnkit.llm.lookback_lens.LookbackLens`."""
+    from attnkit.llm.lookback_lens import LookbackLens
 
     if isinstance(detector, LookbackLens):
         return
@@ -410,7 +412,7 @@ def answer_score(detector: object, answer, window: int | None = None) -> float:
     Args:
         detector: a fitted :class:`Detector`: its probability of hallucination when it is
             logistic (``supervised``), else its score (:meth:`Detector.predict`); or a fitted
-            :class:`~attnkit.llm.detector.LookbackLens` (anything with ``predict_proba`` over
+            :class:`~attnkit.llm.lookback_lens.LookbackLens` (anything with ``predict_proba`` over
             ``(rows, L·H)`` lookback-ratio features): its probability from the span means of
             the answer's lookback ratio or, with ``window``, the largest over its sliding
             windows (Chuang et al. 2024, §3).
@@ -431,7 +433,7 @@ def answer_score(detector: object, answer, window: int | None = None) -> float:
         if detector.supervised:
             return float(detector.probability([answer])[0])
         return float(detector.predict([answer])[0])
-    from attnkit.llm.detector import span_features, window_features
+    from attnkit.llm.lookback_lens import span_features, window_features
 
     if not callable(getattr(detector, "predict_proba", None)):
         raise TypeError(

@@ -321,7 +321,7 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
 
     ``detector`` is a fitted :class:`~attnkit.llm.detection.Detector` (checked by
     :class:`~attnkit.llm.checks.AnswerDetector`; its name and measured AUROC go into the
-    result's settings) or a :class:`~attnkit.llm.detector.LookbackLens` (the older span
+    result's settings) or a :class:`~attnkit.llm.lookback_lens.LookbackLens` (the older span
     detector, :class:`~attnkit.llm.checks.DetectorScore`).
     """
     from attnkit.llm.detection import Detector
@@ -348,9 +348,9 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
 
 def load_any_detector(path: str | Path):
     """A detector file: a :class:`~attnkit.llm.detection.Detector` saved by its ``save`` (JSON
-    with a ``"detector"`` name), else a :class:`~attnkit.llm.detector.LookbackLens`."""
+    with a ``"detector"`` name), else a :class:`~attnkit.llm.lookback_lens.LookbackLens`."""
     from attnkit.llm.detection import load_detector
-    from attnkit.llm.detector import LookbackLens
+    from attnkit.llm.lookback_lens import LookbackLens
 
     payload = json.loads(Path(path).read_text())
     if isinstance(payload, dict) and "detector" in payload:

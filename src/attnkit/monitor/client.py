@@ -116,8 +116,9 @@ def summarize(
         request_id: unique id of the request (default: a random UUID).
         detector: a fitted lookback lens: :func:`attnkit.llm.detection.recommended_detector`
             (the detector the hallucination benchmark supports) or a
-            :class:`~attnkit.llm.detector.LookbackLens`; its probability of hallucination of the
-            answer becomes ``detector_score``.
+            :class:`~attnkit.llm.lookback_lens.LookbackLens`; its probability of hallucination
+            of the answer (:func:`~attnkit.llm.detection.answer_score`) becomes
+            ``detector_score``.
         tokenizer: decodes token texts for the per-token trace.
         per_token: attach :func:`token_trace`.
         at: time of the generation, seconds since the epoch (default now).
@@ -281,7 +282,7 @@ class Monitor:
         tags: tags added to every record (``log``'s tags win).
         detector: a fitted lookback lens for ``detector_score``
             (:func:`attnkit.llm.detection.recommended_detector`, fitted on labelled answers of
-            this model, or a :class:`~attnkit.llm.detector.LookbackLens`).
+            this model, or a :class:`~attnkit.llm.lookback_lens.LookbackLens`).
         tokenizer: decodes token texts of per-token traces.
         config: batching, summary and retry options; its fields may also be given directly.
 
