@@ -36,11 +36,12 @@ class Services:
     checking: asyncio.Semaphore  # large bodies checked at once (each may need ~100x its size)
 
 
-def get_services(request: Request) -> Services:
+# async: FastAPI runs a plain function dependency in a worker thread, on every request
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.services.store
 
 
