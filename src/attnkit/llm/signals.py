@@ -13,8 +13,9 @@ request, which a test checks).
   Factuality"): a head copies when the token it attends to most lies in the context and equals
   the token being generated; the share of such steps is the head's retrieval score.
 
-The functions are elementwise over any layout of steps, layers and heads. This module imports
-only torch.
+:func:`lookback_ratio` and :func:`retrieval_hits` are elementwise over any layout of steps,
+layers and heads; :func:`signal_mean` is the one mean of a signal (checks, suites, the monitor's
+records and OTel spans report it). This module imports only torch.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ _ENTRIES = (
     ),
     Signal(
         "sink", 0.0, 1.0,
-        "weight on the prompt's first token (the attention sink, Xiao et al. 2024)",
+        "weight on the prompt's first token (the attention sink of Xiao et al. 2024, "
+        "StreamingLLM)",
         "sink", True, "sink mass",
     ),
     Signal("max_weight", 0.0, 1.0, "largest weight of each attention row", "max_weight", True),
