@@ -36,8 +36,8 @@ MODULES: dict[str, tuple[str, str | None]] = {
     "attnkit.interpret.flow": ("attnkit.interpret.attention_flow", "flow"),
     "attnkit.interpret.relevance": ("attnkit.interpret.relevance_maps", "relevance"),
     "attnkit.interpret.rollout": ("attnkit.interpret.attention_rollout", "rollout"),
-    "attnkit.llm.generate": ("attnkit.llm.generation", "generate"),
     "attnkit.llm.detector": ("attnkit.llm.lookback_lens", None),
+    "attnkit.llm.generate": ("attnkit.llm.generation", "generate"),
 }
 
 # (module, old name) -> (module that holds it now, new name)
@@ -47,11 +47,11 @@ NAMES: dict[tuple[str, str], tuple[str, str]] = {
         "attnkit.interpret.faithfulness",
         "js_divergence",
     ),
+    ("attnkit.llm.detection", "trace_score"): ("attnkit.llm.detection", "answer_score"),
+    ("attnkit.monitor.client", "ROUNDING"): ("attnkit.llm.signals", "ROUNDING"),
     ("attnkit.monitor.drift", "jensen_shannon"): ("attnkit.monitor.drift", "js_distance"),
     ("attnkit.models", "evaluate"): ("attnkit.models.glimpse", "evaluate"),
     ("attnkit.models", "train_classifier"): ("attnkit.models.glimpse", "train_classifier"),
-    ("attnkit.monitor.client", "ROUNDING"): ("attnkit.llm.signals", "ROUNDING"),
-    ("attnkit.llm.detection", "trace_score"): ("attnkit.llm.detection", "answer_score"),
 }
 
 
