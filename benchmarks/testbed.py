@@ -54,8 +54,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from attnkit.llm.detector import LookbackLens
 from attnkit.llm.guided import guided_generate
+from attnkit.llm.lookback_lens import LookbackLens
 from attnkit.llm.testbed import (
     ABSTAIN,
     TaskConfig,

@@ -17,8 +17,8 @@ from attnkit.llm.checks import (
     Status,
     worst,
 )
-from attnkit.llm.detector import LookbackLens, span_features
 from attnkit.llm.generation import GenerationTrace
+from attnkit.llm.lookback_lens import LookbackLens, span_features
 
 P, W, F, S = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP
 

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from attnkit.cli import app
-from attnkit.llm.detector import LookbackLens
+from attnkit.llm.lookback_lens import LookbackLens
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.llm.detector import span_features
 from attnkit.llm.guided import guided_generate
+from attnkit.llm.lookback_lens import span_features
 from attnkit.llm.testbed import TaskConfig, load_testbed, save_testbed
 from attnkit.models.lm import CausalLM, CausalLMConfig
 

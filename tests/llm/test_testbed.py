@@ -267,7 +267,7 @@ def test_answer_log_prob_needs_tokens(trained):
 
 
 def test_grouped_folds_keep_an_answers_windows_together():
-    from attnkit.llm.detector import LookbackLens
+    from attnkit.llm.lookback_lens import LookbackLens
 
     # 40 answers with 5 windows each; windows of an answer share an identity feature and a
     # random label, so a split that scatters an answer's windows rewards memorising it

@@ -11,8 +11,8 @@ import torch
 from monitor_testing import TOKEN
 
 from attnkit.llm.detection import make_detector, recommended_detector
-from attnkit.llm.detector import LookbackLens, span_features
 from attnkit.llm.generation import GenerationTrace
+from attnkit.llm.lookback_lens import LookbackLens, span_features
 from attnkit.monitor.client import Monitor, summarize, token_trace
 from attnkit.monitor.store import Store
 

@@ -72,7 +72,7 @@ def llm_step(context: StepContext) -> StepResult:
     """Train the testbed model, trace its answers, cross-validate the Lookback Lens, run the
     evaluation suite."""
     from attnkit.llm.detection import RECOMMENDED, cross_validated_auroc, recommended_detector
-    from attnkit.llm.detector import LookbackLens
+    from attnkit.llm.lookback_lens import LookbackLens
     from attnkit.llm.readout import read_answers
     from attnkit.llm.suite import Example, default_suite
     from attnkit.llm.testbed import (

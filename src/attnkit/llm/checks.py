@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from attnkit.llm.generation import GenerationTrace
+from attnkit.llm.signals import TRACE_SIGNALS, VOCABULARY, signal_mean
 
 __all__ = [
     "AnswerDetector",
@@ -193,16 +194,15 @@ def _share_words(share: ShareCondition) -> str:
     return f"FAIL if > {share.fail:.0%} of examples fail, WARN if > {share.warn:.0%} do not pass"
 
 
-_SIGNALS = ("lookback_ratio", "entropy", "sink", "max_weight")
-
-
 @dataclass(frozen=True)
 class SignalCheck(Check):
-    """Mean of a generation signal over the answer's tokens, layers and heads.
+    """Mean of a generation signal over the answer's tokens, layers and heads
+    (:func:`~attnkit.llm.signals.signal_mean`; None, which fails, for an empty answer).
 
-    ``signal`` is one of ``lookback_ratio`` (Chuang et al. 2024: low = the answer looked away
-    from its context), ``entropy`` (nats), ``sink`` (weight on the first token) or
-    ``max_weight``.
+    ``signal`` is one of :data:`~attnkit.llm.signals.TRACE_SIGNALS`: ``lookback_ratio``
+    (Chuang et al. 2024: low = the answer looked away from its context), ``entropy`` (nats),
+    ``sink`` (weight on the first token) or ``max_weight``; their meanings and ranges are in
+    :data:`~attnkit.llm.signals.VOCABULARY`.
     """
 
     signal: str
@@ -211,21 +211,22 @@ class SignalCheck(Check):
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.signal not in _SIGNALS:
-            raise ValueError(f"signal must be one of {list(_SIGNALS)}, got {self.signal!r}")
+        if self.signal not in TRACE_SIGNALS:
+            raise ValueError(f"signal must be one of {list(TRACE_SIGNALS)}, got {self.signal!r}")
         if not self.name:
             object.__setattr__(self, "name", f"mean {self.signal.replace('_', ' ')}")
 
     def measure(self, trace: GenerationTrace, expected: str | None) -> float | None:
-        values = getattr(trace, self.signal)
-        return float(values.float().mean()) if values.numel() else None
+        return signal_mean(getattr(trace, VOCABULARY[self.signal].field), self.signal)
 
 
 @dataclass(frozen=True)
 class DetectorScore(Check):
-    """A fitted :class:`~attnkit.llm.detector.LookbackLens`: probability that the answer is not
+    """A fitted :class:`~attnkit.llm.lookback_lens.LookbackLens`: probability that the answer is not
     grounded in its context, over the whole answer or, with ``window``, the largest over its
-    sliding windows (Chuang et al. 2024, §3).
+    sliding windows (Chuang et al. 2024, §3); or a fitted detector that scores a trace alone
+    (:func:`~attnkit.llm.detection.check_trace_detector`). Scored by
+    :func:`~attnkit.llm.detection.answer_score`, as the monitor scores it.
     """
 
     detector: object
@@ -241,17 +242,18 @@ class DetectorScore(Check):
             )
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be positive, got {self.window}")
+        from attnkit.llm.detection import Detector
+
+        if isinstance(self.detector, Detector) and self.window is not None:
+            raise ValueError(
+                "window applies to a LookbackLens; a Detector's window is its own parameter, "
+                f"got window={self.window}"
+            )
 
     def measure(self, trace: GenerationTrace, expected: str | None) -> float | None:
-        from attnkit.llm.detector import span_features, window_features
+        from attnkit.llm.detection import answer_score
 
-        if not len(trace.new_ids):
-            return None
-        if self.window is None:
-            features = span_features(trace.lookback_ratio)[None]
-        else:
-            features = window_features(trace.lookback_ratio, self.window)
-        return float(self.detector.predict_proba(features).max())
+        return answer_score(self.detector, trace, self.window) if len(trace.new_ids) else None
 
 
 @dataclass(frozen=True)
@@ -307,9 +309,10 @@ class AnswerDetector(Check):
         signals = self._signals.get(id(trace))
         if signals is None:
             raise ValueError("call prepare(model, traces) with this trace before measure()")
-        if self.detector.supervised:  # a probability, as the default condition expects
-            return float(self.detector.probability([signals])[0])
-        return float(self.detector.predict([signals])[0])
+        from attnkit.llm.detection import answer_score
+
+        # a probability for the logistic detectors, as the default condition expects
+        return answer_score(self.detector, signals)
 
     def describe(self) -> str:
         evidence = getattr(self.detector, "evidence", None) or {}

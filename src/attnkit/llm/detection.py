@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from attnkit._moved import moved_name
 from attnkit.llm.readout import AnswerSignals
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ReDeEP",
     "RetrievalHeadMass",
     "TokenProbability",
+    "answer_score",
     "cross_validated_auroc",
     "load_detector",
     "make_detector",
@@ -217,6 +219,8 @@ class LookbackLensDetector(Detector):
     span feature) or over each sliding window of ``window`` tokens, ``v = [LR̄^{1,1}, ...,
     LR̄^{L,H}]``, and the detector is ``p = σ(w · v + b)``. With a window, training rows are the
     windows (labelled as their answer) and an answer's score is the largest of its windows'.
+    The features are those of :mod:`attnkit.llm.lookback_lens`, whose :class:`LookbackLens
+    <attnkit.llm.lookback_lens.LookbackLens>` is the earlier span detector (raw features).
     """
 
     name = "lookback lens"
@@ -225,7 +229,7 @@ class LookbackLensDetector(Detector):
         return np.stack([s.lookback_ratio.mean(0).flatten().double().numpy() for s in signals])
 
     def _windows(self, signals) -> tuple[np.ndarray, np.ndarray]:
-        from attnkit.llm.detector import window_features
+        from attnkit.llm.lookback_lens import window_features
 
         window = self.params["window"]
         rows = [window_features(s.lookback_ratio, window) for s in signals]
@@ -385,8 +389,8 @@ def recommended_detector() -> Detector:
 def check_trace_detector(detector: object) -> None:
     """Raise unless ``detector`` scores an answer from its generation trace alone (what a
     monitor has): a fitted :class:`LookbackLensDetector` (the recommended one, span or window
-    features) or a fitted :class:`~attnkit.llm.detector.LookbackLens`."""
-    from attnkit.llm.detector import LookbackLens
+    features) or a fitted :class:`~attnkit.llm.lookback_lens.LookbackLens`."""
+    from attnkit.llm.lookback_lens import LookbackLens
 
     if isinstance(detector, LookbackLens):
         return
@@ -401,16 +405,43 @@ def check_trace_detector(detector: object) -> None:
         raise ValueError("detector must be fitted (call fit on labelled answers first)")
 
 
-def trace_score(detector: object, trace) -> float:
-    """Probability of hallucination of one answer from its
-    :class:`~attnkit.llm.generation.GenerationTrace` (``trace.lookback_ratio``, ``(n, L, H)``), by
-    a detector :func:`check_trace_detector` accepts."""
-    from attnkit.llm.detector import LookbackLens, span_features
+def answer_score(detector: object, answer, window: int | None = None) -> float:
+    """The hallucination score of one answer: what :class:`~attnkit.llm.checks.DetectorScore`,
+    :class:`~attnkit.llm.checks.AnswerDetector` and the monitor's ``detector_score`` record.
 
-    check_trace_detector(detector)
-    if isinstance(detector, LookbackLens):
-        return float(detector.predict_proba(span_features(trace.lookback_ratio)[None])[0])
-    return float(detector.probability([trace])[0])
+    Args:
+        detector: a fitted :class:`Detector`: its probability of hallucination when it is
+            logistic (``supervised``), else its score (:meth:`Detector.predict`); or a fitted
+            :class:`~attnkit.llm.lookback_lens.LookbackLens` (anything with ``predict_proba`` over
+            ``(rows, L·H)`` lookback-ratio features): its probability from the span means of
+            the answer's lookback ratio or, with ``window``, the largest over its sliding
+            windows (Chuang et al. 2024, §3).
+        answer: the answer's :class:`~attnkit.llm.readout.AnswerSignals`, or its
+            :class:`~attnkit.llm.generation.GenerationTrace` (``lookback_ratio`` ``(n, L, H)``,
+            ``n >= 1``), which only a detector :func:`check_trace_detector` accepts can score.
+        window: sliding-window length for a ``LookbackLens`` (a :class:`Detector` has its own
+            ``window`` parameter).
+    """
+    if isinstance(detector, Detector):
+        if window is not None:
+            raise ValueError(
+                f"window applies to a LookbackLens; the {detector.name} detector's window is its "
+                f"own parameter, got window={window}"
+            )
+        if not isinstance(answer, AnswerSignals):
+            check_trace_detector(detector)
+        if detector.supervised:
+            return float(detector.probability([answer])[0])
+        return float(detector.predict([answer])[0])
+    from attnkit.llm.lookback_lens import span_features, window_features
+
+    if not callable(getattr(detector, "predict_proba", None)):
+        raise TypeError(
+            f"detector must be a fitted Detector or LookbackLens, got {type(detector).__name__}"
+        )
+    ratio = answer.lookback_ratio
+    features = span_features(ratio)[None] if window is None else window_features(ratio, window)
+    return float(np.max(detector.predict_proba(features)))
 
 
 def make_detector(name: str, **params) -> Detector:
@@ -454,3 +485,7 @@ def cross_validated_auroc(
         detector = make_detector(name, **params).fit([signals[i] for i in train], labels[train])
         scores.append(detector.auroc([signals[i] for i in test], labels[test]))
     return float(np.mean(scores))
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)  # trace_score is answer_score

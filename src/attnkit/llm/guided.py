@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnkit.llm.detector import span_features
 from attnkit.llm.generation import GenerationTrace, generate
+from attnkit.llm.lookback_lens import span_features
 
 __all__ = ["ChunkChoice", "GuidedGeneration", "SpanClassifier", "guided_generate"]
 
@@ -75,7 +75,7 @@ def guided_generate(
             :func:`attnkit.llm.generate`.
         prompt: the prompt text; context: the context, a non-empty substring of ``prompt``.
         detector: scores span features (e.g. a fitted
-            :class:`~attnkit.llm.detector.LookbackLens`).
+            :class:`~attnkit.llm.lookback_lens.LookbackLens`).
         num_candidates: candidates sampled per chunk (``k`` in the paper).
         chunk_size: new tokens per chunk.
         max_new_tokens: the most tokens generated in all.
@@ -83,7 +83,7 @@ def guided_generate(
         seed: seeds the sampling (the global random state is restored afterwards).
         eos_token_id: ends generation; defaults to ``model.generation_config.eos_token_id``.
         features: maps a candidate's trace to the detector's feature row; defaults to the span
-            means of its lookback ratio (:func:`~attnkit.llm.detector.span_features`).
+            means of its lookback ratio (:func:`~attnkit.llm.lookback_lens.span_features`).
         generate_kwargs: further arguments for ``model.generate`` (``top_k``, ...).
 
     Returns:

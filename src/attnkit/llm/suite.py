@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -41,10 +42,10 @@ from attnkit.llm.checks import (
     worst,
 )
 from attnkit.llm.generation import GenerationTrace, generate
+from attnkit.llm.signals import TRACE_SIGNALS, VOCABULARY, signal_mean
+from attnkit.llm.tokens import token_texts
 
 __all__ = ["Example", "ExampleRecord", "Suite", "SuiteResult", "default_suite", "load_prompts"]
-
-_SIGNALS = ("lookback_ratio", "entropy", "sink", "max_weight")
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ class ExampleRecord:
     context_tokens: list[str]  # each context token's text
     # mean over the answer's tokens, layers and heads of each context token's weight
     leaned_on: list[float]
-    signals: dict[str, float]  # mean of each signal over tokens, layers and heads
+    # mean of each trace signal over tokens, layers and heads (NaN for an empty answer)
+    signals: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -299,23 +301,15 @@ def _record(example: Example, trace: GenerationTrace, tokenizer) -> ExampleRecor
         answer=trace.text,
         new_tokens=len(trace.new_ids),
         context=(start, stop),
-        context_tokens=_token_texts(tokenizer, trace.prompt_ids[start:stop].tolist()),
+        context_tokens=token_texts(trace.prompt_ids[start:stop].tolist(), tokenizer),
         leaned_on=[] if leaned is None else [float(x) for x in leaned],
-        signals={name: float(getattr(trace, name).float().mean()) for name in _SIGNALS},
+        signals={name: _mean(trace, name) for name in TRACE_SIGNALS},
     )
 
 
-def _token_texts(tokenizer, ids: list[int], window: int = 6) -> list[str]:
-    """Each token's text with the spacing the tokenizer gives it in context: what decoding it
-    adds to the ``window`` tokens before it (a token whose prefix does not decode stably is
-    decoded alone)."""
-    texts = []
-    for i in range(len(ids)):
-        before = tokenizer.decode(ids[max(0, i - window) : i]) if i else ""
-        current = tokenizer.decode(ids[max(0, i - window) : i + 1])
-        text = current[len(before) :] if current.startswith(before) else ""
-        texts.append(text or tokenizer.decode(ids[i : i + 1]))
-    return texts
+def _mean(trace: GenerationTrace, name: str) -> float:
+    mean = signal_mean(getattr(trace, VOCABULARY[name].field), name)
+    return math.nan if mean is None else mean  # an empty answer: no mean (the report shows nan)
 
 
 def default_suite(detector=None, batch_size: int = 8) -> Suite:
@@ -327,7 +321,7 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
 
     ``detector`` is a fitted :class:`~attnkit.llm.detection.Detector` (checked by
     :class:`~attnkit.llm.checks.AnswerDetector`; its name and measured AUROC go into the
-    result's settings) or a :class:`~attnkit.llm.detector.LookbackLens` (the older span
+    result's settings) or a :class:`~attnkit.llm.lookback_lens.LookbackLens` (the older span
     detector, :class:`~attnkit.llm.checks.DetectorScore`).
     """
     from attnkit.llm.detection import Detector
@@ -354,9 +348,9 @@ def default_suite(detector=None, batch_size: int = 8) -> Suite:
 
 def load_any_detector(path: str | Path):
     """A detector file: a :class:`~attnkit.llm.detection.Detector` saved by its ``save`` (JSON
-    with a ``"detector"`` name), else a :class:`~attnkit.llm.detector.LookbackLens`."""
+    with a ``"detector"`` name), else a :class:`~attnkit.llm.lookback_lens.LookbackLens`."""
     from attnkit.llm.detection import load_detector
-    from attnkit.llm.detector import LookbackLens
+    from attnkit.llm.lookback_lens import LookbackLens
 
     payload = json.loads(Path(path).read_text())
     if isinstance(payload, dict) and "detector" in payload:

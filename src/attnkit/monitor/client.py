@@ -41,6 +41,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from attnkit._moved import moved_name
+from attnkit.llm.signals import TOKEN_SIGNALS, TRACE_SIGNALS, VOCABULARY, signal_mean
+from attnkit.llm.tokens import token_texts
 from attnkit.monitor.store import Store
 
 __all__ = ["Monitor", "MonitorConfig", "Rejected", "check_record", "summarize", "token_trace"]
@@ -52,39 +55,21 @@ MAX_LEANED_ON = 32  # context positions named per answer token (schemas.MAX_LEAN
 REFUSED = (400, 413, 422)  # the service will never take these bodies: split, then dead-letter
 
 
-ROUNDING = 1e-6  # float rounding of a mean just outside its signal's range is clipped back
-
-
-def _mean(values, name: str | None = None) -> float:
-    """Mean of ``values``; for a signal, a rounding excursion of at most :data:`ROUNDING` past
-    its range (an entropy of -1e-9 from near one-hot weights) is clipped to the bound."""
-    mean = float(values.float().mean()) if values.numel() else 0.0
-    if name is not None:
-        from attnkit.monitor.tables import RANGES
-
-        low, high = RANGES[name]
-        if low - ROUNDING <= mean < low:
-            return low
-        if high < mean <= high + ROUNDING:
-            return high
-    return mean
-
-
-def _token_texts(ids: list[int], tokenizer) -> list[str]:
-    if tokenizer is None:
-        return [str(i) for i in ids]
-    return [tokenizer.decode([i]) for i in ids]
+def __getattr__(name: str):
+    return moved_name(__name__, name)  # ROUNDING moved to attnkit.llm.signals
 
 
 def token_trace(trace, tokenizer=None) -> dict[str, Any]:
     """Compact per-token trace of a generation: what the dashboard's drill-down shows.
 
-    Returns a JSON-ready dict: ``tokens`` (the answer's tokens as text, ids without a
-    tokenizer), per token means over layers and heads of ``lookback_ratio``, ``entropy``,
-    ``sink``, ``max_weight``, the share of heads that copied it from the context
-    (``retrieval``), ``context`` (its first :data:`MAX_CONTEXT_TOKENS` tokens and where it
-    starts in the prompt) and ``leaned_on``: per answer token, ``[position in context, share of
-    heads]`` for each context token it was copied from.
+    Returns a JSON-ready dict: ``tokens`` (the answer's tokens as text by
+    :func:`~attnkit.llm.tokens.token_texts`, as the eval report shows them; ids without a
+    tokenizer), per token means over layers and heads of every per-token signal
+    (:data:`~attnkit.llm.signals.TOKEN_SIGNALS`: ``lookback_ratio``, ``entropy``, ``sink``,
+    ``max_weight``, and ``retrieval``, the share of heads that copied it from the context),
+    ``context`` (its first :data:`MAX_CONTEXT_TOKENS` tokens and where it starts in the prompt)
+    and ``leaned_on``: per answer token, ``[position in context, share of heads]`` for each
+    context token it was copied from.
     """
     new_ids = trace.new_ids.tolist()
     start, stop = trace.context
@@ -97,19 +82,16 @@ def token_trace(trace, tokenizer=None) -> dict[str, Any]:
         # the last MAX_LEANED_ON occurrences (the schema's bound): the nearest copies
         leaned_on.append([[i, round(share, 4)] for i in where[-MAX_LEANED_ON:]])
 
-    def per_token(values) -> list[float]:
-        return [round(v, 4) for v in values.float().mean((1, 2)).tolist()]
+    def per_token(name: str) -> list[float]:
+        values = getattr(trace, VOCABULARY[name].field).float().mean((1, 2))  # (n,)
+        return [round(v, 4) for v in values.tolist()]
 
     return {
-        "tokens": _token_texts(new_ids, tokenizer),
-        "lookback_ratio": per_token(trace.lookback_ratio),
-        "entropy": per_token(trace.entropy),
-        "sink": per_token(trace.sink),
-        "max_weight": per_token(trace.max_weight),
-        "retrieval": [round(v, 4) for v in retrieval.tolist()],
+        "tokens": token_texts(new_ids, tokenizer),
+        **{name: per_token(name) for name in TOKEN_SIGNALS},
         "context": {
             "start": start,
-            "tokens": _token_texts(shown, tokenizer),
+            "tokens": token_texts(shown, tokenizer),
             "truncated": len(context_ids) > len(shown),
         },
         "leaned_on": leaned_on,
@@ -134,14 +116,17 @@ def summarize(
         request_id: unique id of the request (default: a random UUID).
         detector: a fitted lookback lens: :func:`attnkit.llm.detection.recommended_detector`
             (the detector the hallucination benchmark supports) or a
-            :class:`~attnkit.llm.detector.LookbackLens`; its probability of hallucination of the
-            answer becomes ``detector_score``.
+            :class:`~attnkit.llm.lookback_lens.LookbackLens`; its probability of hallucination
+            of the answer (:func:`~attnkit.llm.detection.answer_score`) becomes
+            ``detector_score``.
         tokenizer: decodes token texts for the per-token trace.
         per_token: attach :func:`token_trace`.
         at: time of the generation, seconds since the epoch (default now).
 
-    A generation without new tokens has no signals: its means are recorded as 0. A mean that
-    float rounding puts at most :data:`ROUNDING` outside its signal's range is clipped to it.
+    A generation without new tokens has no signals (:func:`~attnkit.llm.signals.signal_mean`
+    gives None): its means are recorded as 0, as the schema needs numbers. A mean that float
+    rounding puts at most :data:`~attnkit.llm.signals.ROUNDING` outside its signal's range is
+    clipped to it.
     """
     tags = dict(tags or {})
     for key, value in tags.items():
@@ -149,24 +134,26 @@ def summarize(
             raise TypeError(f"tags must map str to str, got {key!r}: {value!r}")
     score = None
     if detector is not None and len(trace.new_ids):
-        from attnkit.llm.detection import trace_score
+        from attnkit.llm.detection import answer_score
 
-        score = trace_score(detector, trace)
+        score = answer_score(detector, trace)
     return {
         "request_id": request_id or uuid.uuid4().hex,
         "time": time.time() if at is None else float(at),
         "model": tags.pop("model", ""),
         "version": tags.pop("version", ""),
         "tags": tags,
-        "lookback_ratio": _mean(trace.lookback_ratio, "lookback_ratio"),
-        "entropy": _mean(trace.entropy, "entropy"),
-        "sink": _mean(trace.sink, "sink"),
-        "max_weight": _mean(trace.max_weight, "max_weight"),
+        **{name: _mean(trace, name) for name in TRACE_SIGNALS},
         "detector_score": score,
         "prompt_tokens": len(trace.prompt_ids),
         "new_tokens": len(trace.new_ids),
         "trace": token_trace(trace, tokenizer) if per_token else None,
     }
+
+
+def _mean(trace, name: str) -> float:
+    mean = signal_mean(getattr(trace, VOCABULARY[name].field), name)
+    return 0.0 if mean is None else mean  # no new tokens: recorded as 0
 
 
 @dataclass(frozen=True)
@@ -295,7 +282,7 @@ class Monitor:
         tags: tags added to every record (``log``'s tags win).
         detector: a fitted lookback lens for ``detector_score``
             (:func:`attnkit.llm.detection.recommended_detector`, fitted on labelled answers of
-            this model, or a :class:`~attnkit.llm.detector.LookbackLens`).
+            this model, or a :class:`~attnkit.llm.lookback_lens.LookbackLens`).
         tokenizer: decodes token texts of per-token traces.
         config: batching, summary and retry options; its fields may also be given directly.
 

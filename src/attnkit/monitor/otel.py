@@ -7,9 +7,11 @@ The span follows the OpenInference semantic conventions for an LLM call (Arize's
 observability tool shows it as a generation, and carries attnkit's attention signals as
 ``attnkit.*`` attributes:
 
-- ``attnkit.<signal>.mean``: the signal's mean over new tokens, layers and heads, for every
-  signal of :data:`SIGNALS` (a ``GenerationTrace`` field each: lookback ratio, Chuang et al. 2024;
-  entropy; sink mass; largest weight; retrieval hits, Wu et al. 2024);
+- ``attnkit.<signal>.mean``: the signal's mean over new tokens, layers and heads
+  (:func:`~attnkit.llm.signals.signal_mean`; NaN without new tokens), for every per-token signal
+  of the vocabulary (:data:`SIGNALS`, :data:`attnkit.llm.signals.TOKEN_SIGNALS`, a
+  ``GenerationTrace`` field each: lookback ratio, Chuang et al. 2024; entropy; sink mass;
+  largest weight; retrieval hits, Wu et al. 2024);
 - ``attnkit.<signal>.per_token``: the per-token series (mean over layers and heads), a float array
   with one entry per new token: compact (one attribute, not one event per token);
 - ``attnkit.layers``, ``attnkit.heads``, ``attnkit.context.start``/``.stop`` (token positions),
@@ -28,14 +30,15 @@ Use it as a trace hook, so that every :func:`attnkit.llm.generate` call is expor
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 from attnkit.llm.generation import GenerationTrace
+from attnkit.llm.signals import TOKEN_SIGNALS, VOCABULARY, signal_mean
 
 __all__ = ["SIGNALS", "OTelExporter", "span_attributes"]
 
-# The trace's signals, by GenerationTrace field name (the names attnkit.llm.suite reads too).
-SIGNALS = ("lookback_ratio", "entropy", "sink", "max_weight", "retrieval")
+SIGNALS = TOKEN_SIGNALS  # the per-token signals of the vocabulary
 PREFIX = "attnkit"
 
 
@@ -107,7 +110,8 @@ def span_attributes(
     if parameters:
         attributes[span.LLM_INVOCATION_PARAMETERS] = json.dumps(parameters, default=str)
     for name, series in _series(trace).items():
-        attributes[f"{PREFIX}.{name}.mean"] = float(getattr(trace, name).float().mean())
+        mean = signal_mean(getattr(trace, VOCABULARY[name].field), name)
+        attributes[f"{PREFIX}.{name}.mean"] = math.nan if mean is None else mean
         attributes[f"{PREFIX}.{name}.per_token"] = series
     return attributes
 
@@ -115,7 +119,9 @@ def span_attributes(
 def _series(trace: GenerationTrace) -> dict[str, list[float]]:
     """Each signal per new token, mean over layers and heads: ``{signal: [n floats]}``."""
     return {
-        name: [float(v) for v in getattr(trace, name).float().mean((1, 2)).tolist()]
+        name: [
+            float(v) for v in getattr(trace, VOCABULARY[name].field).float().mean((1, 2)).tolist()
+        ]
         for name in SIGNALS
     }
 

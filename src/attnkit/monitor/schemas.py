@@ -1,20 +1,24 @@
 """Request bodies of the monitoring API (pydantic): what a record may hold, checked strictly.
 
 Numbers must be JSON numbers (no strings, no NaN or infinity) inside the range the signal can
-take (:data:`RANGES`: ratios, shares and weights in [0, 1], entropy in [0, 1000] nats, counts >= 0),
+take (:data:`~attnkit.llm.signals.RANGES`, the signals' vocabulary; counts >= 0),
 strings must be valid Unicode without NUL characters (PostgreSQL refuses them), and every list and
 string has a bound, so a request is accepted whole or refused with a 422 naming the field. The
 bounds also bound the cost of checking a body: a per-token trace holds at most
 :data:`MAX_LEANED_ON` context positions per answer token.
+
+The signal fields are built from the vocabulary (:data:`~attnkit.llm.signals.VOCABULARY`): a record
+holds the mean of every per-request signal (required, except those no trace holds, such as
+``detector_score``, which may be null), a per-token trace one list per per-token signal.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from attnkit.monitor.tables import RANGES
+from attnkit.llm.signals import RANGES, RECORD_SIGNALS, TOKEN_SIGNALS, VOCABULARY
 
 __all__ = ["MAX_LEANED_ON", "MAX_TOKENS", "RANGES", "BatchIn", "RecordIn", "TokenTraceIn",
            "storable_text"]  # fmt: skip
@@ -69,26 +73,13 @@ class ContextIn(BaseModel):
     truncated: bool = False
 
 
-class TokenTraceIn(BaseModel):
-    """Compact per-token trace (:func:`attnkit.monitor.client.token_trace`)."""
-
+class _TokenTraceChecks(BaseModel):
     model_config = STRICT
-    tokens: list[Text(1000)] = Field(max_length=MAX_TOKENS)
-    lookback_ratio: list[Ranged("lookback_ratio")] = Field(max_length=MAX_TOKENS)
-    entropy: list[Ranged("entropy")] = Field(max_length=MAX_TOKENS)
-    sink: list[Ranged("sink")] = Field(max_length=MAX_TOKENS)
-    max_weight: list[Ranged("max_weight")] = Field(max_length=MAX_TOKENS)
-    retrieval: list[Ranged("retrieval")] = Field(max_length=MAX_TOKENS)
-    context: ContextIn
-    # per answer token: [position in the context, share of heads] it was copied from
-    leaned_on: list[Annotated[list[Pair], Field(max_length=MAX_LEANED_ON)]] = Field(
-        max_length=MAX_TOKENS
-    )
 
     @model_validator(mode="after")
-    def _same_lengths(self) -> TokenTraceIn:
+    def _same_lengths(self):
         n = len(self.tokens)
-        for name in ("lookback_ratio", "entropy", "sink", "max_weight", "retrieval", "leaned_on"):
+        for name in (*TOKEN_SIGNALS, "leaned_on"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} must have one entry per token ({n})")
         context = len(self.context.tokens)
@@ -103,23 +94,48 @@ class TokenTraceIn(BaseModel):
         return self
 
 
-class RecordIn(BaseModel):
-    """One generation's record: tags and per-request signal summaries."""
+TokenTraceIn = create_model(
+    "TokenTraceIn",
+    __base__=_TokenTraceChecks,
+    __module__=__name__,
+    __doc__="Compact per-token trace (:func:`attnkit.monitor.client.token_trace`).",
+    tokens=(list[Text(1000)], Field(max_length=MAX_TOKENS)),
+    # per answer token, the mean over layers and heads of every per-token signal
+    **{name: (list[Ranged(name)], Field(max_length=MAX_TOKENS)) for name in TOKEN_SIGNALS},
+    context=(ContextIn, ...),
+    # per answer token: [position in the context, share of heads] it was copied from
+    leaned_on=(
+        list[Annotated[list[Pair], Field(max_length=MAX_LEANED_ON)]],
+        Field(max_length=MAX_TOKENS),
+    ),
+)
 
+
+def _record_signal(name: str):
+    if VOCABULARY[name].field is None:  # not a trace's: given when there is one
+        return (Ranged(name) | None, None)
+    return (Ranged(name), ...)
+
+
+class _Strict(BaseModel):
     model_config = STRICT
-    request_id: Text(128, min_length=1)  # unique; sending it again changes nothing
-    time: Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)] | None = None  # epoch s
-    model: Text(200) = ""
-    version: Text(200) = ""
-    tags: dict[Text(64, min_length=1), Text(500)] = Field(default_factory=dict, max_length=32)
-    lookback_ratio: Ranged("lookback_ratio")
-    entropy: Ranged("entropy")
-    sink: Ranged("sink")
-    max_weight: Ranged("max_weight")
-    detector_score: Ranged("detector_score") | None = None
-    prompt_tokens: Count
-    new_tokens: Count
-    trace: TokenTraceIn | None = None
+
+
+RecordIn = create_model(
+    "RecordIn",
+    __base__=_Strict,
+    __module__=__name__,
+    __doc__="One generation's record: tags and per-request signal summaries.",
+    request_id=(Text(128, min_length=1), ...),  # unique; sending it again changes nothing
+    time=(Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)] | None, None),  # epoch s
+    model=(Text(200), ""),
+    version=(Text(200), ""),
+    tags=(dict[Text(64, min_length=1), Text(500)], Field(default_factory=dict, max_length=32)),
+    **{name: _record_signal(name) for name in RECORD_SIGNALS},
+    prompt_tokens=(Count, ...),
+    new_tokens=(Count, ...),
+    trace=(TokenTraceIn | None, None),
+)
 
 
 class BatchIn(BaseModel):

@@ -32,6 +32,7 @@ import numpy as np
 from sqlalchemy import and_, create_engine, delete, event, exists, func, inspect, or_, select
 from sqlalchemy.engine import Engine, make_url
 
+from attnkit.llm.signals import VOCABULARY
 from attnkit.monitor.tables import (
     GROUPS,
     LENGTHS,
@@ -66,7 +67,11 @@ RECORD_FIELDS = (
     *((name, int) for name in LENGTHS),
     ("trace", dict),
 )
-OPTIONAL = {"time", "model", "version", "tags", "detector_score", "trace"}
+# besides tags and the trace, a record may leave out the signals no trace holds (detector_score)
+OPTIONAL = {
+    "time", "model", "version", "tags", "trace",
+    *(name for name in SIGNALS if VOCABULARY[name].field is None),
+}  # fmt: skip
 SUMMARY_COLUMNS = [c for c in RecordRow.__table__.columns if c.name not in ("id", "trace")]
 
 

@@ -10,26 +10,19 @@ from __future__ import annotations
 from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from attnkit.llm.signals import MAX_ENTROPY, RANGES, RECORD_SIGNALS
+
 __all__ = ["GROUPS", "LENGTHS", "MAX_ENTROPY", "RANGES", "ROLLUP_S", "ROLLUP_WIDTHS", "SIGNALS",
            "AlertRow", "Base", "GroupRow", "RecordRow", "RollupRow"]  # fmt: skip
 
-SIGNALS = ("lookback_ratio", "entropy", "sink", "max_weight", "detector_score")
 LENGTHS = ("prompt_tokens", "new_tokens")
 ROLLUP_S = 60  # width of the finest rollup bucket in seconds; series buckets are multiples of it
 ROLLUP_WIDTHS = (ROLLUP_S, 3600)  # every record adds to one minute and one hour rollup
 GROUPS = ("model", "version")  # the tags a series can be split by (indexed columns)
-MAX_ENTROPY = 1000.0  # nats; attention over K keys has entropy <= ln K (ln 2^1442 = 1000)
-# the closed range of every stored signal, checked before anything is stored: the lookback
-# ratio (Chuang et al. 2024), sink mass, largest weight, a detector's probability and the share
-# of retrieval heads (Wu et al. 2024) are shares in [0, 1]; attention entropy is >= 0
-RANGES = {
-    "lookback_ratio": (0.0, 1.0),
-    "entropy": (0.0, MAX_ENTROPY),
-    "sink": (0.0, 1.0),
-    "max_weight": (0.0, 1.0),
-    "detector_score": (0.0, 1.0),
-    "retrieval": (0.0, 1.0),
-}
+# the signals a record holds, and the closed range of every stored signal (checked before
+# anything is stored), come from the vocabulary (attnkit.llm.signals); the signal columns below
+# are declared (the schema is migrated, append-only) and a test keeps them equal to it
+SIGNALS = RECORD_SIGNALS
 
 
 class Base(DeclarativeBase):

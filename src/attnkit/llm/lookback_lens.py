@@ -1,9 +1,15 @@
-"""Lookback Lens (Chuang et al. 2024): detect contextual hallucination from lookback ratios.
+"""Lookback Lens (Chuang et al. 2024): its features, and the span detector :class:`LookbackLens`.
 
 Features are the lookback ratio of every (layer, head), averaged over a span of new tokens (the
-whole answer, or sliding windows of 8 tokens); a logistic regression (scikit-learn) maps them to
-the probability that the span is *not* grounded in the context. The "mean over all heads"
-baseline uses the single feature ``mean LR``.
+whole answer, :func:`span_features`, or sliding windows, :func:`window_features`); a logistic
+regression (scikit-learn) maps them to the probability that the span is *not* grounded in the
+context. The "mean over all heads" baseline uses the single feature ``mean LR``.
+
+:class:`LookbackLens` fits on raw feature rows and saves scikit-learn's coefficients; the
+Lookback Lens of the detector registry, :class:`attnkit.llm.detection.LookbackLensDetector`
+(standardised features, the same interface as the other detectors; the recommended detector),
+uses the same features. Both are scored by :func:`attnkit.llm.detection.answer_score`.
+(This module was ``attnkit.llm.detector`` until 0.2.)
 """
 
 from __future__ import annotations
