@@ -39,8 +39,8 @@ import torch.nn.functional as F
 
 from attnkit import train  # not its TrainConfig here: this module's old TrainConfig moved
 from attnkit._moved import moved_name
-from attnkit.llm.detector import span_features, window_features
 from attnkit.llm.generation import GenerationTrace, generate
+from attnkit.llm.lookback_lens import span_features, window_features
 from attnkit.models.lm import CausalLM, CausalLMConfig
 
 __all__ = [
@@ -435,7 +435,7 @@ def run_examples(
 def detector_inputs(
     labelled: Sequence[LabelledTrace], window: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, labels and groups for :class:`~attnkit.llm.detector.LookbackLens`.
+    """Features, labels and groups for :class:`~attnkit.llm.lookback_lens.LookbackLens`.
 
     With ``window=None`` one row per answer (span means, ``(N, L·H)``); otherwise one row per
     sliding window of ``window`` tokens, labelled as its answer, with ``groups`` the answer's
