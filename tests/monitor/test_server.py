@@ -313,3 +313,13 @@ def test_a_database_that_goes_away_is_503_not_500(tmp_path):
         assert answer.status_code == 503 and "database" in answer.json()["detail"]
         assert client.get("/v1/records").status_code == 503
         assert client.get("/docs").status_code == 404  # no CDN-backed docs page
+
+
+def test_drift_takes_any_registered_stat_test(client, monkeypatch):
+    from attnkit.monitor import drift
+
+    test = drift.StatTest("always", lambda reference, current: (1.0, None), 0.5)
+    monkeypatch.setitem(drift.STAT_TESTS, "always", test)  # registered after the app was built
+    assert client.get("/v1/drift", params={"method": "always"}, headers=AUTH).status_code == 200
+    refused = client.get("/v1/drift", params={"method": "t"}, headers=AUTH)
+    assert refused.status_code == 422 and "always" in refused.text and "ks" in refused.text

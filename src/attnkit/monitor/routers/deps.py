@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPBearer
+from pydantic import AfterValidator
 
+from attnkit.monitor.drift import STAT_TESTS
 from attnkit.monitor.settings import Settings
 from attnkit.monitor.store import Store
 from attnkit.monitor.tables import GROUPS, LENGTHS, SIGNALS
@@ -55,7 +57,21 @@ Seconds = Annotated[float | None, Query(ge=0, le=1e11, allow_inf_nan=False)]
 Name = Annotated[str | None, Query(max_length=200)]
 Signal = Literal[SIGNALS + LENGTHS]
 Group = Literal[GROUPS]
-Method = Literal["psi", "ks", "wasserstein", "jensenshannon"]
+
+
+def _stat_test(name: str | None) -> str | None:
+    """A drift test's name, checked against the registry when the request comes (a test
+    registered after the app was built is accepted too)."""
+    if name is not None and name not in STAT_TESTS:
+        raise ValueError(f"method must be one of {sorted(STAT_TESTS)}")
+    return name
+
+
+Method = Annotated[
+    str | None,
+    Query(max_length=100, description="a drift test of attnkit.monitor.drift.STAT_TESTS"),
+    AfterValidator(_stat_test),
+]
 Tags = Annotated[list[str], Query(max_length=32, description="key:value filters on tags")]
 
 

@@ -106,7 +106,7 @@ def get_drift(
     reference_days: Annotated[float, Query(gt=0, le=3660)] = 7.0,
     end: Seconds = None,
     by: Group | None = None,
-    method: Method | None = None,
+    method: Method = None,
 ) -> dict[str, Any]:
     return drift(services.store, services.settings, current_days, reference_days, end, by, method)
 
