@@ -45,6 +45,9 @@ MODULES: dict[str, tuple[str, str | None]] = {
 
 # (module, old name) -> (module that holds it now, new name)
 NAMES: dict[tuple[str, str], tuple[str, str]] = {
+    ("attnkit.monitor.otel", "SIGNALS"): ("attnkit.llm.signals", "TOKEN_SIGNALS"),
+    ("attnkit.monitor.tables", "SIGNALS"): ("attnkit.llm.signals", "RECORD_SIGNALS"),
+    ("attnkit.views.kit", "png_data_uri"): ("attnkit.views.kit", "image_data_uri"),
     ("attnkit.interpret", "save_vocabulary"): ("attnkit.data.text", "save_vocabulary"),
     ("attnkit.interpret.faithfulness", "jensen_shannon"): (
         "attnkit.interpret.faithfulness",

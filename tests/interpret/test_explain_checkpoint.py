@@ -10,9 +10,10 @@ import json
 import pytest
 import torch
 
+from attnkit.data.text import save_vocabulary
 from attnkit.interpret import rollout
 from attnkit.interpret.explanation import STEPS, explain
-from attnkit.interpret.loading import WordTokenizer, load_explainable, save_vocabulary
+from attnkit.interpret.loading import WordTokenizer, load_explainable
 from attnkit.interpret.relevance_maps import relevance
 from attnkit.recording import capture
 from attnkit.tasks import text_recipe

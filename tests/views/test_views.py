@@ -11,7 +11,7 @@ import torch
 
 import attnkit
 from attnkit.views import explanation_view, recording_view
-from attnkit.views.kit import png_data_uri, script_json
+from attnkit.views.kit import image_data_uri, script_json
 
 
 def payload(html: str) -> dict:
@@ -115,7 +115,7 @@ def test_png_is_the_image():
     import io
 
     image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
-    data = base64.b64decode(png_data_uri(image).split(",", 1)[1])
+    data = base64.b64decode(image_data_uri(image).split(",", 1)[1])
     assert np.array_equal(np.asarray(pil.open(io.BytesIO(data)).convert("RGB")), image)
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnkit.data.text import VOCABULARY_FILE, save_vocabulary
+from attnkit.data.text import VOCABULARY_FILE
 
-__all__ = ["VOCABULARY_FILE", "Explainable", "WordTokenizer", "load_explainable", "save_vocabulary"]
+__all__ = ["Explainable", "WordTokenizer", "load_explainable"]
 
 _TEXT_CONFIG = "attnkit.models.text.TextClassifierConfig"
 

@@ -9,7 +9,7 @@ observability tool shows it as a generation, and carries attnkit's attention sig
 
 - ``attnkit.<signal>.mean``: the signal's mean over new tokens, layers and heads
   (:func:`~attnkit.llm.signals.signal_mean`; NaN without new tokens), for every per-token signal
-  of the vocabulary (:data:`SIGNALS`, :data:`attnkit.llm.signals.TOKEN_SIGNALS`, a
+  of the vocabulary (:data:`TOKEN_SIGNALS`, :data:`attnkit.llm.signals.TOKEN_SIGNALS`, a
   ``GenerationTrace`` field each: lookback ratio, Chuang et al. 2024; entropy; sink mass;
   largest weight; retrieval hits, Wu et al. 2024);
 - ``attnkit.<signal>.per_token``: the per-token series (mean over layers and heads), a float array
@@ -33,12 +33,12 @@ import json
 import math
 from collections.abc import Sequence
 
+from attnkit._moved import moved_name
 from attnkit.llm.generation import GenerationTrace
 from attnkit.llm.signals import TOKEN_SIGNALS, VOCABULARY, signal_mean
 
-__all__ = ["SIGNALS", "OTelExporter", "span_attributes"]
+__all__ = ["OTelExporter", "span_attributes"]
 
-SIGNALS = TOKEN_SIGNALS  # the per-token signals of the vocabulary
 PREFIX = "attnkit"
 
 
@@ -122,7 +122,7 @@ def _series(trace: GenerationTrace) -> dict[str, list[float]]:
         name: [
             float(v) for v in getattr(trace, VOCABULARY[name].field).float().mean((1, 2)).tolist()
         ]
-        for name in SIGNALS
+        for name in TOKEN_SIGNALS
     }
 
 
@@ -198,7 +198,7 @@ class OTelExporter:
             ids = trace.new_ids.tolist()
             for t in range(len(ids)):
                 values: dict[str, object] = {"index": t, "token_id": int(ids[t])}
-                values.update({name: series[name][t] for name in SIGNALS})
+                values.update({name: series[name][t] for name in TOKEN_SIGNALS})
                 span.add_event(f"{PREFIX}.token", values)
         span.end(end_time=end_time)
 
@@ -220,3 +220,7 @@ class OTelExporter:
         self.flush()
         if self._owned:
             self.provider.shutdown()
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model,
 
 from attnkit.llm.signals import RANGES, RECORD_SIGNALS, TOKEN_SIGNALS, VOCABULARY
 
-__all__ = ["MAX_LEANED_ON", "MAX_TOKENS", "RANGES", "BatchIn", "RecordIn", "TokenTraceIn",
+__all__ = ["MAX_LEANED_ON", "MAX_TOKENS", "BatchIn", "RecordIn", "TokenTraceIn",
            "storable_text"]  # fmt: skip
 
 MAX_TOKENS = 8192  # answer and context tokens in one per-token trace

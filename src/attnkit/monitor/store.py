@@ -32,14 +32,12 @@ import numpy as np
 from sqlalchemy import and_, create_engine, delete, event, exists, func, inspect, or_, select
 from sqlalchemy.engine import Engine, make_url
 
-from attnkit.llm.signals import VOCABULARY
+from attnkit.llm.signals import RANGES, RECORD_SIGNALS, VOCABULARY
 from attnkit.monitor.tables import (
     GROUPS,
     LENGTHS,
-    RANGES,
     ROLLUP_S,
     ROLLUP_WIDTHS,
-    SIGNALS,
     AlertRow,
     GroupRow,
     RecordRow,
@@ -63,14 +61,14 @@ RECORD_FIELDS = (
     ("model", str),
     ("version", str),
     ("tags", dict),
-    *((name, float) for name in SIGNALS),
+    *((name, float) for name in RECORD_SIGNALS),
     *((name, int) for name in LENGTHS),
     ("trace", dict),
 )
 # besides tags and the trace, a record may leave out the signals no trace holds (detector_score)
 OPTIONAL = {
     "time", "model", "version", "tags", "trace",
-    *(name for name in SIGNALS if VOCABULARY[name].field is None),
+    *(name for name in RECORD_SIGNALS if VOCABULARY[name].field is None),
 }  # fmt: skip
 SUMMARY_COLUMNS = [c for c in RecordRow.__table__.columns if c.name not in ("id", "trace")]
 
@@ -333,10 +331,10 @@ class Store:
             for width in ROLLUP_WIDTHS:
                 key = (width, int(row["time"] // width) * width, row["model"], row["version"])
                 entry = sums.setdefault(
-                    key, dict.fromkeys((*SIGNALS, *LENGTHS, "count", "detector_count"), 0)
+                    key, dict.fromkeys((*RECORD_SIGNALS, *LENGTHS, "count", "detector_count"), 0)
                 )
                 entry["count"] += 1
-                for name in (*SIGNALS, *LENGTHS):
+                for name in (*RECORD_SIGNALS, *LENGTHS):
                     if row[name] is not None:
                         entry[name] += row[name]
                 entry["detector_count"] += row["detector_score"] is not None
@@ -426,7 +424,7 @@ class Store:
 
     def values(
         self,
-        signals: Sequence[str] = SIGNALS,
+        signals: Sequence[str] = RECORD_SIGNALS,
         *,
         start: float | None = None,
         end: float | None = None,
@@ -439,9 +437,11 @@ class Store:
 
         Missing detector scores are left out of ``detector_score``.
         """
-        unknown = set(signals) - set(SIGNALS) - set(LENGTHS)
+        unknown = set(signals) - set(RECORD_SIGNALS) - set(LENGTHS)
         if unknown:
-            raise ValueError(f"signals must be among {SIGNALS + LENGTHS}, got {sorted(unknown)}")
+            raise ValueError(
+                f"signals must be among {RECORD_SIGNALS + LENGTHS}, got {sorted(unknown)}"
+            )
         table = RecordRow.__table__
         query = (
             select(*(table.c[name] for name in signals))
@@ -504,8 +504,8 @@ class Store:
         Returns ``[{"bucket": start seconds, "group": tag value or "", "count", "mean"}]`` in
         time order; buckets without records are absent.
         """
-        if signal not in SIGNALS + LENGTHS:
-            raise ValueError(f"signal must be one of {SIGNALS + LENGTHS}, got {signal!r}")
+        if signal not in RECORD_SIGNALS + LENGTHS:
+            raise ValueError(f"signal must be one of {RECORD_SIGNALS + LENGTHS}, got {signal!r}")
         if by is not None and by not in GROUPS:
             raise ValueError(f"by must be one of {GROUPS} or None, got {by!r}")
         if bucket_s < ROLLUP_S or bucket_s % ROLLUP_S:

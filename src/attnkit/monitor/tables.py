@@ -10,9 +10,9 @@ from __future__ import annotations
 from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from attnkit.llm.signals import MAX_ENTROPY, RANGES, RECORD_SIGNALS
+from attnkit._moved import moved_name
 
-__all__ = ["GROUPS", "LENGTHS", "MAX_ENTROPY", "RANGES", "ROLLUP_S", "ROLLUP_WIDTHS", "SIGNALS",
+__all__ = ["GROUPS", "LENGTHS", "ROLLUP_S", "ROLLUP_WIDTHS",
            "AlertRow", "Base", "GroupRow", "RecordRow", "RollupRow"]  # fmt: skip
 
 LENGTHS = ("prompt_tokens", "new_tokens")
@@ -22,7 +22,6 @@ GROUPS = ("model", "version")  # the tags a series can be split by (indexed colu
 # the signals a record holds, and the closed range of every stored signal (checked before
 # anything is stored), come from the vocabulary (attnkit.llm.signals); the signal columns below
 # are declared (the schema is migrated, append-only) and a test keeps them equal to it
-SIGNALS = RECORD_SIGNALS
 
 
 class Base(DeclarativeBase):
@@ -95,3 +94,7 @@ class AlertRow(Base):
     message: Mapped[str] = mapped_column(String(2000))
     tags: Mapped[dict] = mapped_column(JSON, default=dict)  # tags of the evaluated window
     fired_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+def __getattr__(name: str):
+    return moved_name(__name__, name)

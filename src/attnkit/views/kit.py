@@ -24,7 +24,7 @@ from attnkit._moved import moved_name
 from attnkit.htmlkit import png_data_uri as _png_uri
 from attnkit.htmlkit import stylesheet
 
-__all__ = ["View", "colormap", "encode_array", "png_data_uri", "script_json", "view_id"]
+__all__ = ["View", "colormap", "encode_array", "image_data_uri", "script_json", "view_id"]
 
 _COUNTER = itertools.count()
 
@@ -135,7 +135,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def png_data_uri(rgb: np.ndarray) -> str:
+def image_data_uri(rgb: np.ndarray) -> str:
     """A ``data:image/png`` URI of an ``(height, width, 3)`` ``uint8`` image (no dependency:
     PNG written with zlib, filter type 0)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

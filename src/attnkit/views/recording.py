@@ -27,7 +27,7 @@ from attnkit.views.kit import (
     View,
     colormap,
     encode_array,
-    png_data_uri,
+    image_data_uri,
     wrap,
 )
 
@@ -166,7 +166,7 @@ def _model_picture(thumbs: list[np.ndarray], heads: int) -> tuple[str, int]:
             top = _GAP + layer * (cell + _GAP)
             left = _GAP + head * (cell + _GAP)
             image[top : top + cell, left : left + cell] = colormap(heatmap[ys, xs])
-    return png_data_uri(image), cell
+    return image_data_uri(image), cell
 
 
 def _stats_view(recording, example: int) -> View:

@@ -13,8 +13,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from attnkit.llm.signals import VOCABULARY
-from attnkit.monitor.tables import LENGTHS, SIGNALS
+from attnkit.llm.signals import RECORD_SIGNALS, VOCABULARY
+from attnkit.monitor.tables import LENGTHS
 
 __all__ = ["WEB", "page", "router"]
 
@@ -27,7 +27,7 @@ router = APIRouter(include_in_schema=False)
 
 def page() -> bytes:
     """The dashboard's HTML, with an option per stored signal and per length."""
-    labels = {name: VOCABULARY[name].label for name in SIGNALS}
+    labels = {name: VOCABULARY[name].label for name in RECORD_SIGNALS}
     labels.update({name: name.replace("_", " ") for name in LENGTHS})
     options = "\n      ".join(
         f'<option value="{escape(name)}">{escape(label)}</option>' for name, label in labels.items()

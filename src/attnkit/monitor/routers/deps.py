@@ -13,10 +13,11 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator
 
+from attnkit.llm.signals import RECORD_SIGNALS
 from attnkit.monitor.drift import STAT_TESTS
 from attnkit.monitor.settings import Settings
 from attnkit.monitor.store import Store
-from attnkit.monitor.tables import GROUPS, LENGTHS, SIGNALS
+from attnkit.monitor.tables import GROUPS, LENGTHS
 from attnkit.monitor.writer import GroupWriter
 
 __all__ = ["Services", "bearer", "get_services"]
@@ -55,7 +56,7 @@ bearer = HTTPBearer(auto_error=False, description="a token from ATTNKIT_TOKENS")
 
 Seconds = Annotated[float | None, Query(ge=0, le=1e11, allow_inf_nan=False)]
 Name = Annotated[str | None, Query(max_length=200)]
-Signal = Literal[SIGNALS + LENGTHS]
+Signal = Literal[RECORD_SIGNALS + LENGTHS]
 Group = Literal[GROUPS]
 
 

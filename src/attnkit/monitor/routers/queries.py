@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from attnkit.llm.signals import RECORD_SIGNALS
 from attnkit.monitor.routers.deps import (
     DAY,
     Group,
@@ -25,7 +26,7 @@ from attnkit.monitor.routers.deps import (
     tag_filters,
     window,
 )
-from attnkit.monitor.tables import ROLLUP_S, SIGNALS
+from attnkit.monitor.tables import ROLLUP_S
 
 __all__ = ["drift", "router"]
 
@@ -130,9 +131,9 @@ def drift(store, settings, current_days, reference_days, end, by, method) -> dic
             current_days=current_days, reference_days=reference_days, end=end,
             limit=settings.drift_samples, **({} if group is None else {by: group}),
         )  # fmt: skip
-        usable = [s for s in SIGNALS if len(reference[s]) and len(current[s])]
+        usable = [s for s in RECORD_SIGNALS if len(reference[s]) and len(current[s])]
         entry: dict[str, Any] = {"group": group, "drifted": None, "drifted_share": None}
-        entry["signals"], entry["skipped"] = {}, [s for s in SIGNALS if s not in usable]
+        entry["signals"], entry["skipped"] = {}, [s for s in RECORD_SIGNALS if s not in usable]
         if usable:
             report = drift_report(
                 {s: reference[s] for s in usable}, {s: current[s] for s in usable}, method=method
