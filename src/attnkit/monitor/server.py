@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     app.state.store = store
-    app.state.dashboard, app.state.assets = dashboard.page(), dashboard.assets()
+    app.state.dashboard, app.state.assets = dashboard.dashboard_html(), dashboard.assets()
     app.add_exception_handler(OperationalError, _unavailable)
     app.add_exception_handler(RequestValidationError, _invalid)
     for router in (ingest.router, queries.router, alerts.router, metrics.router, dashboard.router):

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from attnkit.llm.signals import RECORD_SIGNALS, VOCABULARY
 from attnkit.monitor.tables import LENGTHS
 
-__all__ = ["WEB", "page", "router"]
+__all__ = ["WEB", "dashboard_html", "router"]
 
 WEB = Path(__file__).parent.parent / "web"
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -25,7 +25,7 @@ OPTIONS = "<!-- signal options -->"  # where the page's list of signals goes
 router = APIRouter(include_in_schema=False)
 
 
-def page() -> bytes:
+def dashboard_html() -> bytes:
     """The dashboard's HTML, with an option per stored signal and per length."""
     labels = {name: VOCABULARY[name].label for name in RECORD_SIGNALS}
     labels.update({name: name.replace("_", " ") for name in LENGTHS})
