@@ -7,12 +7,12 @@ built, so that the page offers every signal the service stores.
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from attnkit.htmlkit import escape
 from attnkit.llm.signals import RECORD_SIGNALS, VOCABULARY
 from attnkit.monitor.tables import LENGTHS
 
