@@ -239,9 +239,6 @@ def _weights_in_place(
         ``(B, H, Q, K)``; a row with no allowed key is NaN (the caller zeroes it).
     """
     batch, kv_heads, rows, _ = grouped.shape
-    scores = torch.empty(
-        (batch, kv_heads, rows, shape[-1]), dtype=grouped.dtype, device=grouped.device
-    )
     # a power-of-two scale (head size 16, 64, 256) is exact on the (B, Hkv, G·Q, D) queries:
     # every product and partial sum scales exactly, so (s·q)kᵀ = s·(qkᵀ) bit for bit in float32
     # and float64 (their normal range is wide enough; float16's is not), without a pass over
@@ -249,6 +246,11 @@ def _weights_in_place(
     prescale = grouped.dtype in (torch.float32, torch.float64) and math.frexp(scale)[0] == 0.5
     if prescale:
         grouped = grouped * scale
+    if prescale and bias is None and mask is not None and mask.shape[:-2].numel() == 1:
+        return _masked_in_place(grouped, key, mask, shape)
+    scores = torch.empty(
+        (batch, kv_heads, rows, shape[-1]), dtype=grouped.dtype, device=grouped.device
+    )
     torch.matmul(grouped, key.transpose(-1, -2), out=scores)  # (B, Hkv, G·Q, K)
     weights = (scores if prescale else scores.mul_(scale)).view(shape)  # (B, H, Q, K)
     if bias is not None:
@@ -256,6 +258,30 @@ def _weights_in_place(
     if mask is not None:
         # -inf: a masked key's exp is exactly 0, as the multiplication by the mask gives
         weights.masked_fill_(~mask, float("-inf"))
+    return torch.softmax(weights, dim=-1, out=weights)
+
+
+def _masked_in_place(grouped: Tensor, key: Tensor, mask: Tensor, shape) -> Tensor:
+    """:func:`_weights_in_place` for one ``(Q, K)`` mask shared by every example and head (a
+    causal mask, say): the mask goes into the matrix product as an additive ``0``/``-inf`` term
+    (``baddbmm``), so no pass over the ``(B, H, Q, K)`` scores applies it; the same numbers.
+
+    Args:
+        grouped: the scaled queries, ``(B, Hkv, G·Q, D)``; key: ``(B, Hkv, K, D)``;
+        mask: boolean, ``(Q, K)`` after dropping its leading ones; shape: ``(B, H, Q, K)``.
+    """
+    batch, heads, num_queries, num_keys = shape
+    kv_heads, dim = key.shape[1], key.shape[-1]
+    queries = grouped.reshape(batch * heads, num_queries, dim)  # (B·H, Q, D)
+    keys = key.unsqueeze(2).expand(batch, kv_heads, heads // kv_heads, num_keys, dim)
+    keys = keys.reshape(batch * heads, num_keys, dim)  # (B·H, K, D): a copy only for GQA
+    additive = torch.zeros(mask.shape[-2:], dtype=grouped.dtype, device=grouped.device)
+    additive.masked_fill_(~mask.reshape(mask.shape[-2:]), float("-inf"))  # (Q, K)
+    scores = torch.empty(
+        (batch * heads, num_queries, num_keys), dtype=grouped.dtype, device=grouped.device
+    )
+    torch.baddbmm(additive, queries, keys.transpose(1, 2), out=scores)  # (B·H, Q, K)
+    weights = scores.view(shape)  # (B, H, Q, K)
     return torch.softmax(weights, dim=-1, out=weights)
 
 
