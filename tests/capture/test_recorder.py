@@ -243,13 +243,19 @@ def test_interface_is_untouched_and_config_restored(hf_models):
 
     sdpa, eager = hf_models["llama"]
     before = dict(AttentionInterface._global_mapping)
-    with attnkit.capture(sdpa, stats=("entropy",)):
-        # only the captured model names attnkit's dispatcher; the shared entries are untouched
-        assert sdpa.config._attn_implementation == "attnkit_capture_sdpa"
+    layers = [layer.self_attn for layer in sdpa.model.layers]
+    own = [layer.config for layer in layers]
+    with attnkit.capture(sdpa, stats=("entropy",), layers=["model.layers.1.self_attn"]):
+        # only the captured layer names attnkit's dispatcher, through a config of its own; the
+        # model's config, the other layer's and the shared entries are untouched
+        assert layers[1].config._attn_implementation == "attnkit_capture_sdpa"
+        assert layers[1].config.hidden_size == sdpa.config.hidden_size
+        assert layers[0].config is own[0] and own[0]._attn_implementation == "sdpa"
+        assert sdpa.config._attn_implementation == "sdpa"
         assert eager.config._attn_implementation == "eager"
         for name in ("sdpa", "eager", "flex_attention"):
             assert AttentionInterface._global_mapping.get(name) is before.get(name)
-    assert sdpa.config._attn_implementation == "sdpa"
+    assert [layer.config for layer in layers] == own and own[1]._attn_implementation == "sdpa"
     assert {k: v for k, v in AttentionInterface._global_mapping.items() if k in before} == before
 
 
@@ -263,7 +269,7 @@ def test_softcap_is_read_and_sinks_refused(hf_models):
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(1, 4, 3, 16, generator=g), torch.randn(1, 2, 3, 16, generator=g)
     with attnkit.capture(sdpa, weights=True, layers=["model.layers.0.self_attn"]) as rec:
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(sdpa.config._attn_implementation, None)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(layer.config._attn_implementation, None)
         out, _ = attend(layer, q, k, k, None, softcap=0.5, is_causal=False)
         with pytest.raises(ValueError, match="s_aux"):
             attend(layer, q, k, k, None, s_aux=torch.zeros(4))

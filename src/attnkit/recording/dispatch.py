@@ -119,62 +119,54 @@ def attend(
     offset = 0 if frame is None else frame.offset
     # names and spans were checked when their blocks opened; spans moved into a window are not
     local, empty = _local_spans(spans, offset, key.shape[-2]) if offset else (spans, {})
-    stats_of = attention_stats if offset else _checked
-    kwargs = {"mask": mask, "bias": bias, "causal": causal, "scale": scale}
-
-    def reference(q: Tensor, dropout: float = 0.0, **kw) -> AttentionOutput:
-        return capped_attention(
-            q, key, value, softcap=softcap, dropout_p=dropout, need_weights=True, **kw
-        )
-
-    def fused(**kw) -> AttentionOutput:
-        if softcap is not None:
-            return capped_attention(query, key, value, softcap=softcap, **kw)
-        return backends.get("sdpa").fn(query, key, value, **kw)
-
     weights = None
-    if selected is not None and (names or any_weights):
-        # some heads recorded, nothing else needs weights: every head's output from the fused
-        # kernel, weights and statistics for the chosen heads alone (cost in their proportion)
-        q, k, v, m, b = _select_heads(selected, query, key, value, mask, bias)
-        if last_only:
-            q, m, b = q[..., -1:, :], _last_row(m), _last_row(b)
-        chosen = {"mask": m, "bias": b, "causal": causal, "scale": scale}
-        result = fused(**kwargs)
-        if any_weights:
-            chosen_out = capped_attention(q, k, v, softcap=softcap, need_weights=True, **chosen)
-            weights = chosen_out.weights
-            stats = stats_from_weights(weights, names, local) if names else {}
-        else:
-            stats = stats_of(q, k, v, stats=names, spans=local, softcap=softcap, **chosen).stats
-    elif edits:
-        weights = reference(query, **kwargs).weights
-        for edit, layer in edits:
-            weights = edit(layer, weights)
-        attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-        result = AttentionOutput(backends.weighted_values(attended, value), weights)
-        stats = stats_from_weights(weights, names, local) if names else {}
-    elif last_only and not (need_weights or dropout_p > 0):
+    if last_only and selected is None and not (edits or need_weights or dropout_p > 0):
         # only the last query is recorded (generation): statistics (and weights, when asked
         # for) for one query row; a decoding step's row is its whole output, a longer call's
         # output comes from the fused kernel
         step = query.shape[-2] == 1
         row = query if step else query[..., -1:, :]
-        last = {"mask": _last_row(mask), "bias": _last_row(bias), "causal": causal, "scale": scale}
-        computed = stats_of(row, key, value, stats=names, spans=local, softcap=softcap, **last)
+        row_mask, row_bias = _last_row(mask), _last_row(bias)
+        computed = _statistics(
+            row, key, value, row_mask, row_bias, causal, scale, names, local, softcap, offset
+        )
         stats = computed.stats
-        result = computed if step else fused(**kwargs)
+        result = computed if step else _fused(query, key, value, mask, bias, causal, scale, softcap)
         if weights_wanted:
-            weights = reference(row, **last).weights
+            weights = _reference(
+                row, key, value, row_mask, row_bias, causal, scale, softcap
+            ).weights
+    elif selected is not None and (names or any_weights):
+        # some heads recorded, nothing else needs weights: every head's output from the fused
+        # kernel, weights and statistics for the chosen heads alone (cost in their proportion)
+        q, k, v, m, b = _select_heads(selected, query, key, value, mask, bias)
+        if last_only:
+            q, m, b = q[..., -1:, :], _last_row(m), _last_row(b)
+        result = _fused(query, key, value, mask, bias, causal, scale, softcap)
+        if any_weights:
+            weights = _reference(q, k, v, m, b, causal, scale, softcap).weights
+            stats = stats_from_weights(weights, names, local) if names else {}
+        else:
+            chosen = _statistics(q, k, v, m, b, causal, scale, names, local, softcap, offset)
+            stats = chosen.stats
+    elif edits:
+        weights = _reference(query, key, value, mask, bias, causal, scale, softcap).weights
+        for edit, layer in edits:
+            weights = edit(layer, weights)
+        attended = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+        result = AttentionOutput(backends.weighted_values(attended, value), weights)
+        stats = stats_from_weights(weights, names, local) if names else {}
     elif weights_wanted:
-        result = reference(query, dropout_p, **kwargs)
+        result = _reference(query, key, value, mask, bias, causal, scale, softcap, dropout_p)
         weights = result.weights
         stats = stats_from_weights(result.weights, names, local) if names else {}
     elif names:
-        result = stats_of(query, key, value, stats=names, spans=local, softcap=softcap, **kwargs)
+        result = _statistics(
+            query, key, value, mask, bias, causal, scale, names, local, softcap, offset
+        )
         stats = result.stats
     else:
-        result = fused(**kwargs)
+        result = _fused(query, key, value, mask, bias, causal, scale, softcap)
         stats = {}
     if frame is not None and (offset or frame.total != key.shape[-2]):
         stats = _absolute_stats(stats, offset, empty)
@@ -212,21 +204,64 @@ def _select_heads(
     return *picked, value.index_select(1, kv_index), per_head(mask), per_head(bias)
 
 
-def _checked(
+def _reference(
     query: Tensor,
     key: Tensor,
     value: Tensor,
-    *,
     mask: Tensor | None,
     bias: Tensor | None,
     causal: bool,
     scale: float | None,
-    stats: tuple[str, ...],
-    spans: Mapping[str, Span],
+    softcap: float | None,
+    dropout_p: float = 0.0,
+) -> AttentionOutput:
+    """Attention written out in full, with its weights."""
+    return capped_attention(
+        query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, softcap=softcap,
+        dropout_p=dropout_p, need_weights=True,
+    )  # fmt: skip
+
+
+def _fused(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
     softcap: float | None,
 ) -> AttentionOutput:
-    """:func:`attention_stats` without checking again what the open blocks checked."""
-    return checked_stats(query, key, value, mask, bias, causal, scale, stats, spans, softcap)
+    """Attention without weights: the fused kernel (a soft-cap is written out in full)."""
+    if softcap is not None:
+        return capped_attention(
+            query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, softcap=softcap
+        )
+    return backends.get("sdpa").fn(query, key, value, mask=mask, bias=bias, causal=causal,
+                                   scale=scale)  # fmt: skip
+
+
+def _statistics(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    scale: float | None,
+    names: tuple[str, ...],
+    spans: Mapping[str, Span],
+    softcap: float | None,
+    offset: int,
+) -> AttentionOutput:
+    """:func:`attention_stats`; without checking again what the open blocks checked, unless
+    the spans were moved into a window (``offset``)."""
+    if offset:
+        return attention_stats(
+            query, key, value, mask=mask, bias=bias, causal=causal, scale=scale, stats=names,
+            spans=spans, softcap=softcap,
+        )  # fmt: skip
+    return checked_stats(query, key, value, mask, bias, causal, scale, names, spans, softcap)
 
 
 def _last_row(x: Tensor | None) -> Tensor | None:

@@ -4,7 +4,7 @@
 // over key blocks: per query it keeps the running maximum score m, l = Σ exp(s - m),
 // t = Σ exp(s - m)·(s - m) and, for each key span, Σ exp(s - m) over the span. At the end
 // lse = m + log l, entropy = log l - t / l, span mass = its sum / l, and the largest weight is
-// exp(max score - lse). With a logit soft-cap c (Gemma 2) each score is c · tanh(s / c) before
+// exp(max score - lse), returned as it is (one operation fewer per call for the caller). With a logit soft-cap c (Gemma 2) each score is c · tanh(s / c) before
 // the mask. Score tiles and P·V products go through MKL's sgemm; the per-row work is
 // plain loops that the compiler vectorizes. Memory: one BQ × BK tile per thread (smaller for a
 // decoding step's single query). Key spans are shared by the batch (``spans``) or given per
@@ -289,16 +289,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           std::fill(o, o + dv, 0.0f);
           lse_data[at] = std::numeric_limits<float>::infinity();
           entropy_data[at] = 0.0f;
-          best_data[at] = kNegInf;
+          best_data[at] = 0.0f;
           for (int64_t n = 0; n < num_spans; ++n) mass_data[n * plane + at] = 0.0f;
           continue;
         }
         const float inv = 1.0f / l;
         for (int64_t d = 0; d < dv; ++d) o[d] = acc[i * dv + d] * inv;
         const float log_l = std::log(l);
-        lse_data[at] = run_max[i] + log_l;
+        const float log_sum_exp = run_max[i] + log_l;
+        lse_data[at] = log_sum_exp;
         entropy_data[at] = log_l - run_t[i] * inv;
-        best_data[at] = top[i];
+        best_data[at] = std::exp(top[i] - log_sum_exp);
         index_data[at] = top_index[i];
         for (int64_t n = 0; n < num_spans; ++n)
           mass_data[n * plane + at] = run_mass[n * kBlockQ + i] * inv;

@@ -2,13 +2,12 @@
 
 transformers picks a model's attention function by name: ``config._attn_implementation`` is looked
 up in ``AttentionInterface`` (and the mask builder in ``AttentionMaskInterface``). For the block,
-the configs of the captured layers name a dispatcher that attnkit registers once per original
-implementation through the public ``register`` methods, ``attnkit_capture_sdpa`` and
-``attnkit_capture_eager``, with the original's own mask builder: the layers receive exactly the
-masks they would have received. Only the captured model's configs are switched (and switched
-back on exit), so every other model in the process, in this thread or another, runs untouched;
-the model's own layers left out with ``layers=[...]`` are handed to the original function with
-the call's original arguments.
+each captured layer gets its own copy of its config, naming a dispatcher that attnkit registers
+once per original implementation through the public ``register`` methods,
+``attnkit_capture_sdpa`` and ``attnkit_capture_eager`` (with the original's own mask builder).
+The model's config is not touched: the masks are built as they would have been, and every other
+layer (the model's own left out with ``layers=[...]``) and every other model in the process, in
+this thread or another, runs untouched, at no cost.
 
 Layers are found by type: the innermost modules of a ``transformers.models`` package whose class
 name holds ``Attention`` and that hold a transformers config.
@@ -32,6 +31,7 @@ learned attention sinks (``sinks``, gpt-oss); GPT-2's ``reorder_and_upcast_attn`
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import threading
@@ -115,20 +115,22 @@ def _register(implementation: str) -> str:
 
 
 @contextmanager
-def switched(configs: Sequence[object]) -> Iterator[None]:
-    """Point each config at attnkit's dispatcher for its implementation; restore on exit.
+def switched(module: nn.Module) -> Iterator[None]:
+    """Give ``module`` for the block a copy of its config that names attnkit's dispatcher for
+    its implementation; its own config comes back on exit.
 
-    Each config is set on its own (not recursively: its sub-configs are switched only when one
-    of their layers is captured), as ``PreTrainedModel.set_attn_implementation`` does.
+    The copy is the layer's alone: the model's config, its other layers (those left out with
+    ``layers=[...]``, and the encoder's when only cross-attention is captured) and the mask
+    builders keep the original name, so they run exactly as without capture, at no cost.
     """
-    saved = [(config, config._attn_implementation_internal) for config in configs]
-    for config, implementation in saved:
-        config._attn_implementation_internal = _register(implementation)
+    config = module.config
+    own = copy.copy(config)  # shallow: every setting shared, the implementation name its own
+    own._attn_implementation_internal = _register(config._attn_implementation_internal)
+    module.config = own
     try:
         yield
     finally:
-        for config, implementation in saved:
-            config._attn_implementation_internal = implementation
+        module.config = config
 
 
 @contextmanager
@@ -275,12 +277,4 @@ def _dispatch(implementation: str, module: nn.Module, query, key, value, attenti
     return output.transpose(1, 2).contiguous(), weights
 
 
-def hf_configs(modules: Sequence[nn.Module]) -> list[object]:
-    """The distinct configs of ``modules``, in order."""
-    seen: dict[int, object] = {}
-    for module in modules:
-        seen.setdefault(id(module.config), module.config)
-    return list(seen.values())
-
-
-__all__ += ["LOCK", "base_implementation", "framed", "hf_configs"]
+__all__ += ["LOCK", "base_implementation", "framed"]

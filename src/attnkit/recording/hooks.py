@@ -285,10 +285,9 @@ def _install(
             adapter = functools.partial(_torch_adapter, module)
             stack.enter_context(_shared(("module", id(module)), adapter))
             stack.enter_context(_shared(("fastpath",), _fastpath_off))
-    for config in hf.hf_configs(hf_layers):
-        switch = functools.partial(hf.switched, [config])
-        stack.enter_context(_shared(("config", id(config)), switch))
     for module in hf_layers:
+        switch = functools.partial(hf.switched, module)
+        stack.enter_context(_shared(("config", id(module)), switch))
         frames = functools.partial(hf.framed, [module])
         stack.enter_context(_shared(("frames", id(module)), frames))
 

@@ -97,18 +97,21 @@ def flash_stats(
             left-padded batch), used instead of ``spans``; the CPU kernel only.
 
     Returns:
-        ``(output (B, H, Q, Dv), lse, entropy, largest score, its key (int64), masses (S, B, H,
-        Q))``; a query with no allowed key gets zeros, ``lse = inf`` and largest score ``-inf``.
-        On CUDA the statistics are float32 whatever the inputs' dtype.
+        ``(output (B, H, Q, Dv), lse, entropy, largest weight, its key (int64), masses (S, B, H,
+        Q))``; a query with no allowed key gets zeros and ``lse = inf``. On CUDA the statistics
+        are float32 whatever the inputs' dtype.
     """
     if query.is_cuda:
         if example_spans is not None:
             raise ValueError("example_spans: per-example spans are read by the CPU kernel only")
         from attnkit.recording.triton_stats import flash_stats as on_gpu
 
-        if softcap is None:  # the keyword only where it is used: kernels without it still run
-            return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax)
-        return on_gpu(query, key, value, mask, causal, scale, spans, want_argmax, softcap=softcap)
+        extra = {} if softcap is None else {"softcap": softcap}  # only where used: kernels
+        # without the keyword still run
+        out, lse, entropy, best, index, masses = on_gpu(
+            query, key, value, mask, causal, scale, spans, want_argmax, **extra
+        )
+        return out, lse, entropy, torch.exp(best - lse), index, masses  # the largest weight
     flat = [int(x) for span in spans for x in span]
     cap = None if softcap is None else float(softcap)
     return torch.ops.attnkit.flash_stats(

@@ -613,17 +613,15 @@ def _kernel_stats(
             extra["example_spans"] = _span_table(span_names, ranges, query.shape[0])
             ranges = []
             break
-    output, lse, entropy, best, best_index, masses = kernel.flash_stats(
+    output, _, entropy, largest, best_index, masses = kernel.flash_stats(
         query, key, value, mask, causal, scale, ranges, "argmax" in names, **extra
     )
-    result = {"entropy": entropy, "argmax": best_index}
+    result = {"entropy": entropy, "max": largest, "argmax": best_index}
     if len(masses):
         masses = masses.unbind(0)
         result.update(zip(span_names, masses, strict=False))
         if "sink" in names:
             result["sink"] = masses[-1]
-    if "max" in names:
-        result["max"] = torch.exp(best - lse)  # 0 for a query with no key (lse = inf)
     if query.dtype is torch.float32:
         return AttentionOutput(output, stats={name: result[name] for name in names})
     dtype = torch.promote_types(query.dtype, torch.float32)  # half inputs: float32 statistics
