@@ -7,9 +7,9 @@ Supported layers, found by walking ``model.named_modules()``:
 - ``torch.nn.MultiheadAttention``, inside ``nn.TransformerEncoder`` too (its fused fast path is
   switched off while hooked);
 - Hugging Face transformers attention modules that dispatch through ``AttentionInterface``
-  (BERT, T5, GPT-2, Llama, Gemma, ... with ``sdpa`` or ``eager``): the captured model's configs
-  name attnkit's own dispatcher for the block (:mod:`attnkit.recording.hf`); no other model is
-  touched.
+  (BERT, T5, GPT-2, Llama, Gemma, ... with ``sdpa`` or ``eager``): each captured layer gets a
+  config of its own naming attnkit's dispatcher for the block (:mod:`attnkit.recording.hf`); no
+  other layer or model is touched.
 
 A hook is installed by the first block that needs it and removed by the last one, so blocks nest;
 blocks open and close under one lock, from any thread.
