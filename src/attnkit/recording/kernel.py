@@ -27,6 +27,7 @@ __all__ = ["flash_stats", "is_available"]
 _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("flash_stats.cpp")
 _loaded: bool | None = None
+_cpu = None  # the compiled CPU kernel's Python module, once loaded
 
 
 def is_available(device: torch.device | str = "cpu") -> bool:
@@ -46,8 +47,7 @@ def is_available(device: torch.device | str = "cpu") -> bool:
 
 
 def _load() -> bool:
-    if hasattr(torch.ops.attnkit, "flash_stats"):  # registered by an earlier load
-        return True
+    global _cpu
     from torch.utils.cpp_extension import load
 
     _log.warning("attnkit: compiling the CPU statistics kernel (once; 10 to 30 s)")
@@ -55,12 +55,11 @@ def _load() -> bool:
     # checkouts, an upgrade) never rebuild over each other's library
     digest = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:12]
     try:
-        load(
+        _cpu = load(
             name=f"attnkit_flash_stats_{digest}",
             sources=[str(_SOURCE)],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
-            is_python_module=False,
         )
     except Exception as error:  # a missing compiler or BLAS symbol: fall back, say why once
         _log.warning("attnkit: CPU statistics kernel unavailable, using the fallback: %s", error)
@@ -114,6 +113,6 @@ def flash_stats(
         return out, lse, entropy, torch.exp(best - lse), index, masses  # the largest weight
     flat = [int(x) for span in spans for x in span]
     cap = None if softcap is None else float(softcap)
-    return torch.ops.attnkit.flash_stats(
+    return _cpu.flash_stats(
         query, key, value, mask, causal, float(scale), flat, want_argmax, cap, example_spans
     )
