@@ -100,7 +100,8 @@ inline void gemm_ab_acc(int rows, int cols, int inner, const float* a, int lda, 
   sgemm_("N", "N", &cols, &rows, &inner, &one, b, &ldb, a, &lda, &one, c, &ldc);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_stats(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
+flash_stats(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     const std::optional<at::Tensor>& mask, bool causal, double scale, at::IntArrayRef spans,
     bool want_argmax, std::optional<double> softcap,
@@ -151,7 +152,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor entropy = at::empty({batch, heads, nq}, opts);
   at::Tensor best = at::empty({batch, heads, nq}, opts);
   at::Tensor best_index = at::zeros({batch, heads, nq}, opts.dtype(at::kLong));
-  at::Tensor masses = at::empty({num_spans, batch, heads, nq}, opts);
+  std::vector<at::Tensor> masses;  // one (B, H, Q) tensor per span: no split needed after
+  std::vector<float*> mass_data;
+  for (int64_t n = 0; n < num_spans; ++n) {
+    masses.push_back(at::empty({batch, heads, nq}, opts));
+    mass_data.push_back(masses.back().data_ptr<float>());
+  }
 
   const float* q_data = q.data_ptr<float>();
   const float* k_data = k.data_ptr<float>();
@@ -164,9 +170,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   float* entropy_data = entropy.data_ptr<float>();
   float* best_data = best.data_ptr<float>();
   int64_t* index_data = best_index.data_ptr<int64_t>();
-  float* mass_data = masses.data_ptr<float>();
   const int64_t q_blocks = (nq + kBlockQ - 1) / kBlockQ;
-  const int64_t plane = batch * heads * nq;
   const float fscale = static_cast<float>(scale);
   const bool capped = softcap.has_value();
   const float cap = capped ? static_cast<float>(*softcap) : 1.0f;
@@ -290,7 +294,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           lse_data[at] = std::numeric_limits<float>::infinity();
           entropy_data[at] = 0.0f;
           best_data[at] = 0.0f;
-          for (int64_t n = 0; n < num_spans; ++n) mass_data[n * plane + at] = 0.0f;
+          for (int64_t n = 0; n < num_spans; ++n) mass_data[n][at] = 0.0f;
           continue;
         }
         const float inv = 1.0f / l;
@@ -302,7 +306,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         best_data[at] = std::exp(top[i] - log_sum_exp);
         index_data[at] = top_index[i];
         for (int64_t n = 0; n < num_spans; ++n)
-          mass_data[n * plane + at] = run_mass[n * kBlockQ + i] * inv;
+          mass_data[n][at] = run_mass[n * kBlockQ + i] * inv;
       }
     }
   });

@@ -78,7 +78,7 @@ def flash_stats(
     want_argmax: bool,
     softcap: float | None = None,
     example_spans: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
     """Run the kernel: float32 CPU tensors, or float32/float16/bfloat16 CUDA tensors.
 
     Args:
@@ -96,8 +96,9 @@ def flash_stats(
             left-padded batch), used instead of ``spans``; the CPU kernel only.
 
     Returns:
-        ``(output (B, H, Q, Dv), lse, entropy, largest weight, its key (int64), masses (S, B, H,
-        Q))``; a query with no allowed key gets zeros and ``lse = inf``. On CUDA the statistics
+        ``(output (B, H, Q, Dv), lse, entropy, largest weight, its key (int64), masses)``, each
+        statistic ``(B, H, Q)`` and ``masses`` a list of one per span; a query with no allowed
+        key gets zeros and ``lse = inf``. On CUDA the statistics
         are float32 whatever the inputs' dtype.
     """
     if query.is_cuda:
@@ -110,7 +111,8 @@ def flash_stats(
         out, lse, entropy, best, index, masses = on_gpu(
             query, key, value, mask, causal, scale, spans, want_argmax, **extra
         )
-        return out, lse, entropy, torch.exp(best - lse), index, masses  # the largest weight
+        largest = torch.exp(best - lse)
+        return out, lse, entropy, largest, index, list(masses.unbind(0))
     flat = [int(x) for span in spans for x in span]
     cap = None if softcap is None else float(softcap)
     return _cpu.flash_stats(

@@ -617,8 +617,7 @@ def _kernel_stats(
         query, key, value, mask, causal, scale, ranges, "argmax" in names, **extra
     )
     result = {"entropy": entropy, "max": largest, "argmax": best_index}
-    if len(masses):
-        masses = masses.unbind(0)
+    if masses:
         result.update(zip(span_names, masses, strict=False))
         if "sink" in names:
             result["sink"] = masses[-1]
