@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +64,9 @@ EDITS: dict[int, list[tuple[Edit, str]]] = {}
 LOCK = threading.RLock()
 
 
-@dataclass(frozen=True)
-class Frame:
-    """Where a call's keys sit: key ``j`` is position ``offset + j`` of ``total`` tokens."""
+class Frame(NamedTuple):
+    """Where a call's keys sit: key ``j`` is position ``offset + j`` of ``total`` tokens (a named
+    tuple: one is made at every cached layer call)."""
 
     offset: int
     total: int
