@@ -105,6 +105,31 @@ def peak_resident_mib() -> float:
     return _status_kib("VmHWM") / 1024
 
 
+def tensor_peak_mib(fn: Callable[[], object]) -> float:
+    """The most tensor memory ``fn`` holds at once beyond what was held before it, in MiB.
+
+    Summed in order from the PyTorch profiler's allocation events (``profile_memory=True``):
+    every tensor allocated and freed on the CPU, by any thread of the call. Unlike the process's
+    resident size it is exact and the same from run to run (no malloc arenas, thread stacks or
+    pages kept by the allocator); it sees tensors only, not a kernel's own scratch buffers.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
+    )
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak / 2**20
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -7,7 +7,9 @@ same padded batch. Then the same prompts on a model of realistic shape ("base": 
 768, 12 heads, 4 KV heads, vocabulary 32,000; random weights), where the per-step Python work is a
 smaller share; and an encoder-decoder ("bart": BART, 4 + 4 layers, hidden 256), whose signals are
 the decoder's cross-attention over the source. The ratio is the median of per-round
-``signals time / plain time`` (interleaved). Goal (issue 20): <= 1.1x.
+``signals time / plain time`` (interleaved, who goes first rotating), with the spread of those
+ratios (first to third quartile): on a shared machine one round moves by several per cent, so
+read the median against its spread. Goal (issue 20): <= 1.1x.
 
     python benchmarks/llm.py [--models small base bart] [--prompts 128 512]
                              [--batch 128 112 96 80] [--new 64] [--repeats 5]
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 112, 96, 80])
     parser.add_argument("--new", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -130,6 +132,7 @@ def main() -> None:
 
             plain_times, traced_times = interleaved([plain, traced], args.repeats, warmup=1)
             ratio = sorted(t / p for t, p in zip(traced_times, plain_times, strict=True))
+            quartiles = (ratio[len(ratio) // 4], ratio[(3 * len(ratio)) // 4])
             record = {
                 "model": name,
                 "prompt": lengths,
@@ -138,6 +141,7 @@ def main() -> None:
                 "plain_ms": 1e3 * sorted(plain_times)[len(plain_times) // 2],
                 "signals_ms": 1e3 * sorted(traced_times)[len(traced_times) // 2],
                 "ratio": ratio[len(ratio) // 2],
+                "ratio_quartiles": list(quartiles),
             }
             records.append(record)
             rows.append(
@@ -148,7 +152,7 @@ def main() -> None:
                     args.new,
                     f"{record['plain_ms']:.0f}",
                     f"{record['signals_ms']:.0f}",
-                    f"{record['ratio']:.2f}x",
+                    f"{record['ratio']:.2f}x ({quartiles[0]:.2f} to {quartiles[1]:.2f})",
                 ]
             )
             progress.advance(task)
@@ -163,7 +167,8 @@ def main() -> None:
         f"torch {info['torch']}, {args.repeats} interleaved rounds; {info['date']}"
     )
     headers = [
-        "model", "prompt tokens", "batch", "new tokens", "plain ms", "with signals ms", "ratio"
+        "model", "prompt tokens", "batch", "new tokens", "plain ms", "with signals ms",
+        "ratio (quartiles)",
     ]  # fmt: skip
     table = title + "\n\n" + markdown_table(headers, rows)
     print(table)
