@@ -356,7 +356,9 @@ def _generate_seq2seq(
     """:func:`generate` for encoder-decoder models: signals of cross-attention over the source.
 
     The sources are right-padded, so every example keeps its own positions; each step's
-    cross-attention row of every decoder layer is recorded (``(B, H, 1, S)`` per step).
+    cross-attention row of every decoder layer is recorded (``(B, H, 1, S)`` per step). The block
+    holds this one generation, so the steps' statistics over the cached source are computed
+    together when it ends (``deferred=True``).
     """
     layers = _cross_layers(model)
     width = max(len(ids) for ids, _ in encoded)
@@ -379,7 +381,7 @@ def _generate_seq2seq(
         torch.no_grad(),
         capture(
             model, stats=stats, spans=spans, last_query=True, weights=context_weights,
-            layers=layers,
+            layers=layers, deferred=True,
         ) as rec,
     ):  # fmt: skip
         output = model.generate(

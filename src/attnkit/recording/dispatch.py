@@ -44,6 +44,7 @@ class Listener(Protocol):
     last_query: bool  # only each call's last query is recorded
     heads: list[int] | None  # the heads recorded; None: all
     want_grad: bool  # the weights stay in the autograd graph of the output
+    deferred: bool  # decoding steps over fixed keys may wait (attnkit.recording.deferred)
 
     def _record(
         self,
@@ -52,6 +53,20 @@ class Listener(Protocol):
         stats: Mapping[str, Tensor],
         selected: bool = False,
     ) -> None: ...
+
+    def _defer(
+        self,
+        layer: str,
+        row: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None,
+        bias: Tensor | None,
+        scale: float | None,
+        softcap: float | None,
+    ) -> None: ...
+
+    def _flush(self, layer: str | None = None) -> None: ...
 
 
 Edit = Callable[[str, Tensor], Tensor]
@@ -86,6 +101,7 @@ def attend(
     need_weights: bool,
     softcap: float | None = None,
     frame: Frame | None = None,
+    fixed_keys: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Attention for one call of a hooked layer: edited if asked, recorded for every listener.
 
@@ -95,6 +111,8 @@ def attend(
         need_weights: the caller wants the weights ``(B, H, Q, K)`` back (eager layers).
         softcap: logit soft-cap ``c`` (scores ``c · tanh(scale · q·k / c)``), or ``None``.
         frame: the absolute positions of the keys, or ``None`` (key ``j`` is position ``j``).
+        fixed_keys: the keys are those of the layer's previous call, reused (cross-attention
+            over a cached source): a decoding step may wait for its statistics.
 
     Returns:
         ``(output (B, H, Q, Dv), weights (B, H, Q, K) or None)`` in the call's own key frame.
@@ -115,6 +133,18 @@ def attend(
         recording = [r for r, _ in listeners if r.want_stats or r.want_weights]
         last_only = bool(recording) and all(r.last_query for r in recording)
     weights_wanted = need_weights or dropout_p > 0 or bool(edits) or any_weights
+    if (
+        fixed_keys
+        and last_only
+        and selected is None
+        and not (weights_wanted or frame is not None or len(listeners) != 1)
+        and query.shape[-2] == 1
+        and listeners[0][0].deferred
+        and listeners[0][0].heads is None
+        and not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad))
+    ):  # a decoding step over a cached source: the output now, the statistics with the others
+        listeners[0][0]._defer(listeners[0][1], query, key, value, mask, bias, scale, softcap)
+        return _fused(query, key, value, mask, bias, causal, scale, softcap).output, None
     offset = 0 if frame is None else frame.offset
     # names and spans were checked when their blocks opened; spans moved into a window are not
     local, empty = _local_spans(spans, offset, key.shape[-2]) if offset else (spans, {})

@@ -48,6 +48,7 @@ __all__ = ["check_supported", "is_hf_attention", "switched"]
 READABLE = ("sdpa", "eager")
 _PREFIX = "attnkit_capture_"
 _frames = threading.local()  # id(module) -> Frame of the call under way, per thread
+REUSED = Frame(-1, -1)  # a cross-attention call over the keys its cache already holds
 _registered: set[str] = set()
 
 
@@ -156,14 +157,23 @@ def _read_frame(module: nn.Module, args: tuple, kwargs: dict) -> None:
     frames = _frames_here()
     frames[id(module)] = None
     get = kwargs.get
-    if get("key_value_states") is not None or get("encoder_hidden_states") is not None:
-        return  # cross-attention: the keys are the whole source, position j is j
     cache = get("cache")
     if cache is None:
         cache = get("past_key_values")
     if cache is None:
         cache = get("past_key_value")
     index = getattr(module, "layer_idx", None)
+    if get("key_value_states") is not None or get("encoder_hidden_states") is not None:
+        # cross-attention: the keys are the whole source, position j is j; the cache says
+        # whether this call reuses the keys it holds or writes them (maybe in place: rows
+        # still waiting for their statistics over them are computed first)
+        updated = getattr(cache, "is_updated", None)
+        if isinstance(updated, dict) and updated.get(index):
+            frames[id(module)] = REUSED
+        else:
+            for listener, layer in ACTIVE.get(id(module), ()):
+                listener._flush(layer)
+        return
     if cache is None or index is None:
         return
     cache = getattr(cache, "self_attention_cache", cache)  # encoder-decoder caches
@@ -209,6 +219,9 @@ def _boolean(mask: Tensor) -> Tensor | None:
 def _dispatch(implementation: str, module: nn.Module, query, key, value, attention_mask, **kwargs):
     """The attention function of a captured model's layers under ``implementation``."""
     frame = _frames_here().pop(id(module), None)
+    fixed_keys = frame is REUSED
+    if fixed_keys:
+        frame = None
     if id(module) not in ACTIVE and id(module) not in EDITS:  # a layer left out: as it was
         return _original(module, implementation)(
             module, query, key, value, attention_mask, **kwargs
@@ -271,6 +284,7 @@ def _dispatch(implementation: str, module: nn.Module, query, key, value, attenti
         need_weights=implementation == "eager",
         softcap=softcap,
         frame=absolute,
+        fixed_keys=fixed_keys,
     )
     if weights is not None and keep < num_keys:  # eager returns the weights over every slot
         weights = torch.nn.functional.pad(weights, (0, num_keys - keep))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attnkit.recording.deferred import Waiting
 from attnkit.recording.hooks import check_layers, hooked
 from attnkit.recording.stats import Span, check_stats
 
@@ -33,7 +34,8 @@ class Recording:
         weights: ``{layer: (B, H, Q, K)}`` when ``weights=True``.
         grads: ``{layer: (B, H, Q, K)}``, the gradient of what ``backward()`` was called on with
             respect to each layer's weights, when ``grad=True``.
-        stats: ``{statistic: {layer: (B, H, Q)}}`` for the statistics asked for.
+        stats: ``{statistic: {layer: (B, H, Q)}}`` for the statistics asked for (reading it
+            computes the rows a ``deferred`` block still holds).
     """
 
     layers: list[str]
@@ -43,8 +45,10 @@ class Recording:
     heads: list[int] | None
     want_grad: bool = False
     last_query: bool = False
+    deferred: bool = False
     _weights: dict[str, list[Tensor]] = field(default_factory=dict, repr=False)
     _stats: dict[str, dict[str, list[Tensor]]] = field(default_factory=dict, repr=False)
+    _waiting: dict[str, Waiting] = field(default_factory=dict, repr=False)
 
     @property
     def weights(self) -> dict[str, Tensor]:
@@ -82,6 +86,7 @@ class Recording:
 
     @property
     def stats(self) -> dict[str, dict[str, Tensor]]:
+        self._flush()
         return {
             name: {layer: torch.cat(chunks, dim=-1) for layer, chunks in by_layer.items()}
             for name, by_layer in self._stats.items()
@@ -96,6 +101,8 @@ class Recording:
     ) -> None:
         """Keep one call's weights ``(B, H, Q, K)`` and statistics ``(B, H, Q)``; ``selected``:
         they hold only :attr:`heads` already."""
+        if self._waiting and layer in self._waiting:  # earlier rows of this layer come first
+            self._flush(layer)
         pick = self.heads is not None and not selected
         if self.want_weights and weights is not None:
             if self.last_query:
@@ -124,6 +131,36 @@ class Recording:
             else:
                 chunks.append(chunk)
 
+    def _defer(
+        self,
+        layer: str,
+        row: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None,
+        bias: Tensor | None,
+        scale: float | None,
+        softcap: float | None,
+    ) -> None:
+        """Keep a decoding step's query row ``(B, H, 1, D)`` over keys that stay the same; its
+        statistics come with the other rows' (:mod:`attnkit.recording.deferred`)."""
+        waiting = self._waiting.get(layer)
+        if waiting is not None and not waiting.holds(key, value, scale, softcap):
+            self._flush(layer)
+            waiting = None
+        if waiting is None:
+            waiting = self._waiting[layer] = Waiting(key, value, scale, softcap)
+        waiting.add(row, mask, bias)
+
+    def _flush(self, layer: str | None = None) -> None:
+        """Compute the statistics of the rows waiting in ``layer`` (default: every layer)."""
+        for name in [layer] if layer is not None else list(self._waiting):
+            waiting = self._waiting.pop(name, None)
+            if waiting is None:
+                continue
+            for stat, chunk in waiting.stats(self.want_stats, self.spans).items():
+                self._stats.setdefault(stat, {}).setdefault(name, []).append(chunk)
+
     def _repr_html_(self) -> str:
         """The notebook view (:func:`attnkit.views.recording_view`, token positions as labels)."""
         from attnkit.views import recording_view
@@ -141,6 +178,7 @@ def capture(
     heads: Sequence[int] | None = None,
     grad: bool = False,
     last_query: bool = False,
+    deferred: bool = False,
 ) -> Iterator[Recording]:
     """Record attention from ``model`` while the block runs.
 
@@ -160,6 +198,12 @@ def capture(
             new token; the other queries run on the fused kernel with nothing computed for them
             (weights too, when asked for: ``(B, H, 1, K)`` per call, unless the model's own
             implementation returns the full weights, as ``eager`` does).
+        deferred: with ``last_query``, compute the statistics of cross-attention decoding steps
+            over a cached source together, one kernel call per layer when the block ends or
+            ``rec.stats`` is read, instead of one per step (generation with signals at the
+            speed of plain ``generate()``; :mod:`attnkit.recording.deferred`). The same numbers.
+            The source's cached keys must not be changed in place while the block runs: hold
+            one ``generate()`` per block (reading the statistics raises otherwise).
 
     Yields:
         A :class:`Recording`, filled as the model runs.
@@ -176,6 +220,9 @@ def capture(
         raise ValueError(f"heads must be non-negative head indices, got {heads!r}")
     if grad and last_query:
         raise ValueError("grad=True records whole weight matrices; it cannot take last_query=True")
+    if deferred and not last_query:
+        raise ValueError("deferred=True computes the last query's statistics of each call later: "
+                         "it needs last_query=True")  # fmt: skip
     recording = Recording(
         chosen,
         weights or grad,
@@ -184,6 +231,10 @@ def capture(
         None if heads is None else list(heads),
         grad,
         last_query,
+        deferred,
     )
-    with hooked(model, chosen, listener=recording):
-        yield recording
+    try:
+        with hooked(model, chosen, listener=recording):
+            yield recording
+    finally:
+        recording._flush()  # the waiting rows' keys are released with the block

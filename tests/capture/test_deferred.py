@@ -1,0 +1,139 @@
+"""capture(deferred=True): cross-attention decoding steps over a cached source wait and get
+their statistics in one kernel call per layer, with the numbers of the step-by-step path."""
+
+import pytest
+import torch
+
+import attnkit
+from attnkit.recording import deferred
+
+transformers = pytest.importorskip("transformers")
+
+STATS = ("entropy", "max", "argmax", "sink")
+SOURCE = torch.randint(3, 60, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _model(name):
+    torch.manual_seed(0)
+    common = dict(vocab_size=64, pad_token_id=0, eos_token_id=None, bos_token_id=None)
+    if name == "t5":
+        config = transformers.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                       decoder_start_token_id=0, **common)  # fmt: skip
+        model = transformers.T5ForConditionalGeneration(config)
+    else:
+        config = transformers.BartConfig(
+            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+            max_position_embeddings=64, decoder_start_token_id=2, forced_eos_token_id=None,
+            **common,
+        )  # fmt: skip
+        model = transformers.BartForConditionalGeneration(config)
+    model.config._attn_implementation = "sdpa"
+    return model.eval()
+
+
+def _cross(model):
+    names = ("encoder_attn", "EncDecAttention")
+    return [n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in names]
+
+
+@pytest.fixture
+def flushes(monkeypatch):
+    """The number of rows each computation of waiting rows held."""
+    sizes = []
+    original = deferred.Waiting.stats
+
+    def counted(self, names, spans):
+        sizes.append(len(self.rows))
+        return original(self, names, spans)
+
+    monkeypatch.setattr(deferred.Waiting, "stats", counted)
+    return sizes
+
+
+def _record(model, deferred_, spans, **generate):
+    options = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, **generate)
+    mask = (SOURCE != 0).long()
+    with (
+        torch.no_grad(),
+        attnkit.capture(model, stats=STATS, spans=spans, layers=_cross(model),
+                        last_query=True, deferred=deferred_) as rec,
+    ):  # fmt: skip
+        out = model.generate(input_ids=SOURCE, attention_mask=mask, **options)
+    return out, rec.stats
+
+
+def _assert_equal_stats(got, expected):
+    assert got.keys() == expected.keys()
+    for name, by_layer in expected.items():
+        assert got[name].keys() == by_layer.keys()
+        for layer, value in by_layer.items():
+            if name == "argmax":
+                assert torch.equal(got[name][layer], value), (name, layer)
+            else:
+                torch.testing.assert_close(got[name][layer], value, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["bart", "t5"])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_deferred_steps_equal_the_step_by_step_path(name, per_example, flushes):
+    model = _model(name)
+    spans = {"context": (torch.tensor([0, 3]), torch.tensor([5, 9]))} if per_example else {
+        "context": (2, 7)
+    }  # fmt: skip
+    out, stats = _record(model, True, spans)
+    waited = list(flushes)
+    reference_out, reference = _record(model, False, spans)
+    assert torch.equal(out, reference_out)
+    _assert_equal_stats(stats, reference)
+    # each cross layer's steps after the first (which writes the cache) waited together
+    layers = len(_cross(model))
+    assert waited == [5] * layers
+    assert stats["entropy"][_cross(model)[0]].shape == (2, 4, 6)
+
+
+def test_beam_search_reorders_flush_the_rows_first(flushes):
+    model = _model("bart")
+    out, stats = _record(model, True, {"context": (2, 7)}, num_beams=3)
+    waited = list(flushes)
+    reference_out, reference = _record(model, False, {"context": (2, 7)}, num_beams=3)
+    assert torch.equal(out, reference_out)
+    _assert_equal_stats(stats, reference)
+    assert sum(waited) == 5 * len(_cross(model))  # every step's rows, in several groups
+
+
+def test_stats_read_inside_the_block_then_more_steps():
+    model = _model("bart")
+    options = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    layers = _cross(model)
+    results = {}
+    for deferred_ in (True, False):
+        with torch.no_grad(), attnkit.capture(model, stats=STATS, layers=layers, last_query=True,
+                                              deferred=deferred_) as rec:  # fmt: skip
+            model.generate(input_ids=SOURCE, **options)
+            halfway = rec.stats["entropy"][layers[0]].clone()
+            model.generate(input_ids=SOURCE.flip(0), **options)
+        results[deferred_] = (halfway, rec.stats)
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=0)
+    assert results[True][0].shape[-1] == 4
+    _assert_equal_stats(results[True][1], results[False][1])
+    assert results[True][1]["entropy"][layers[0]].shape[-1] == 8
+
+
+def test_keys_changed_in_place_while_rows_wait_are_an_error():
+    model = _model("bart")
+    layers = _cross(model)
+    with torch.no_grad(), attnkit.capture(model, stats=STATS, layers=layers, last_query=True,
+                                          deferred=True) as rec:  # fmt: skip
+        model.generate(input_ids=SOURCE, max_new_tokens=3, do_sample=False)
+        waiting = rec._waiting[layers[0]]
+        waiting.key.add_(1.0)  # as a static cache's reset() would, before the rows were read
+        with pytest.raises(RuntimeError, match="changed in place"):
+            rec.stats  # noqa: B018 - reading computes the waiting rows
+        rec._waiting.clear()
+
+
+def test_deferred_needs_last_query():
+    with pytest.raises(ValueError, match="last_query=True"):
+        with attnkit.capture(_model("bart"), stats=STATS, deferred=True):
+            pass
