@@ -134,6 +134,6 @@ def test_keys_changed_in_place_while_rows_wait_are_an_error():
 
 
 def test_deferred_needs_last_query():
-    with pytest.raises(ValueError, match="last_query=True"):
-        with attnkit.capture(_model("bart"), stats=STATS, deferred=True):
-            pass
+    model = _model("bart")
+    with pytest.raises(ValueError, match="last_query=True"), attnkit.capture(model, deferred=True):
+        pass
