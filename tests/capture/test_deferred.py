@@ -137,3 +137,71 @@ def test_deferred_needs_last_query():
     model = _model("bart")
     with pytest.raises(ValueError, match="last_query=True"), attnkit.capture(model, deferred=True):
         pass
+
+
+def _decoder(name):
+    torch.manual_seed(0)
+    common = dict(vocab_size=64, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    if name == "gpt2":
+        config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
+        model = transformers.GPT2LMHeadModel(config)
+    else:
+        config = getattr(transformers, f"{name.capitalize()}Config")(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, **common,
+            **({"sliding_window": 5} if name == "mistral" else {}),
+        )  # fmt: skip
+        model = getattr(transformers, f"{name.capitalize()}ForCausalLM")(config)
+    model.config._attn_implementation = "sdpa"
+    return model.eval()
+
+
+PROMPT = torch.randint(3, 60, (2, 9), generator=torch.Generator().manual_seed(1))
+PROMPT[1, :3] = 0  # left padding of three
+
+
+def _record_decoder(model, deferred_, **generate):
+    spans = {"context": (torch.tensor([0, 3]), torch.tensor([4, 6])), "first": (0, 1)}
+    if generate.get("num_beams", 1) > 1:  # beams multiply the batch: one range for all
+        spans = {"context": (3, 6), "first": (0, 1)}
+    options = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    with (
+        torch.no_grad(),
+        attnkit.capture(model, stats=STATS, spans=spans, last_query=True,
+                        deferred=deferred_) as rec,
+    ):  # fmt: skip
+        out = model.generate(
+            input_ids=PROMPT, attention_mask=(PROMPT != 0).long(), **options, **generate
+        )
+    return out, rec.stats
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_growing_cache_steps_equal_the_step_by_step_path(name, flushes):
+    model = _decoder(name)
+    out, stats = _record_decoder(model, True)
+    waited = list(flushes)
+    reference_out, reference = _record_decoder(model, False)
+    assert torch.equal(out, reference_out)
+    _assert_equal_stats(stats, reference)
+    # the prompt's call is recorded at once, then the five decoding steps wait together
+    assert waited == [5] * len(stats["entropy"])
+    assert next(iter(stats["entropy"].values())).shape == (2, 4, 6)
+
+
+@pytest.mark.parametrize(
+    "name, generate",
+    [("mistral", {}), ("llama", {"cache_implementation": "static"}), ("llama", {"num_beams": 2})],
+    ids=["sliding_window", "static_cache", "beam_search"],
+)
+def test_caches_that_do_not_grow_in_place_record_step_by_step(name, generate, flushes):
+    model = _decoder(name)
+    out, stats = _record_decoder(model, True, **generate)
+    waited = list(flushes)
+    reference_out, reference = _record_decoder(model, False, **generate)
+    assert torch.equal(out, reference_out)
+    _assert_equal_stats(stats, reference)
+    if name == "mistral" or "cache_implementation" in generate:
+        assert waited == []  # a window that slides, a static buffer: nothing waits
+    else:
+        assert sum(waited) == 5 * len(stats["entropy"])  # reordered beams: several groups

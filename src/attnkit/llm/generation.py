@@ -296,7 +296,14 @@ def generate(
     stats = ("entropy", "max", "argmax")
     with (
         torch.no_grad(),
-        capture(model, stats=stats, spans=spans, last_query=True, weights=context_weights) as rec,
+        capture(
+            model,
+            stats=stats,
+            spans=spans,
+            last_query=True,
+            weights=context_weights,
+            deferred=True,
+        ) as rec,
     ):
         output = model.generate(
             input_ids=input_ids.to(model.device),

@@ -64,6 +64,7 @@ class Listener(Protocol):
         bias: Tensor | None,
         scale: float | None,
         softcap: float | None,
+        previous: tuple[Tensor, Tensor],
     ) -> None: ...
 
     def _flush(self, layer: str | None = None) -> None: ...
@@ -101,7 +102,7 @@ def attend(
     need_weights: bool,
     softcap: float | None = None,
     frame: Frame | None = None,
-    fixed_keys: bool = False,
+    previous: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Attention for one call of a hooked layer: edited if asked, recorded for every listener.
 
@@ -111,8 +112,10 @@ def attend(
         need_weights: the caller wants the weights ``(B, H, Q, K)`` back (eager layers).
         softcap: logit soft-cap ``c`` (scores ``c · tanh(scale · q·k / c)``), or ``None``.
         frame: the absolute positions of the keys, or ``None`` (key ``j`` is position ``j``).
-        fixed_keys: the keys are those of the layer's previous call, reused (cross-attention
-            over a cached source): a decoding step may wait for its statistics.
+        previous: the key and value tensors this call's keys extend, as they are: the same
+            tensors (cross-attention over a cached source) or those tensors with one more key
+            appended (a growing cache); a decoding step may then wait for its statistics
+            (:mod:`attnkit.recording.deferred`).
 
     Returns:
         ``(output (B, H, Q, Dv), weights (B, H, Q, K) or None)`` in the call's own key frame.
@@ -134,16 +137,18 @@ def attend(
         last_only = bool(recording) and all(r.last_query for r in recording)
     weights_wanted = need_weights or dropout_p > 0 or bool(edits) or any_weights
     if (
-        fixed_keys
+        previous is not None
         and last_only
         and selected is None
-        and not (weights_wanted or frame is not None or len(listeners) != 1)
+        and not (weights_wanted or len(listeners) != 1)
+        and (frame is None or (frame.offset == 0 and frame.total == key.shape[-2]))
         and query.shape[-2] == 1
         and listeners[0][0].deferred
         and listeners[0][0].heads is None
         and not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad))
-    ):  # a decoding step over a cached source: the output now, the statistics with the others
-        listeners[0][0]._defer(listeners[0][1], query, key, value, mask, bias, scale, softcap)
+    ):  # a decoding step over cached keys: the output now, the statistics with the others
+        one, layer = listeners[0]
+        one._defer(layer, query, key, value, mask, bias, scale, softcap, previous)
         return _fused(query, key, value, mask, bias, causal, scale, softcap).output, None
     offset = 0 if frame is None else frame.offset
     # names and spans were checked when their blocks opened; spans moved into a window are not

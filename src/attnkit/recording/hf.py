@@ -186,7 +186,16 @@ def _read_frame(module: nn.Module, args: tuple, kwargs: dict) -> None:
         _, offset = layer.get_mask_sizes(1)  # where the window starts: not on the query count
     except (AttributeError, TypeError, NotImplementedError):
         return
-    frames[id(module)] = (seen, int(offset))
+    # a plain growing cache (no window, no quantization) appends this call's keys to the tensors
+    # it holds now by concatenation: they stay as they are, a prefix of the call's keys
+    grows_from = (layer.keys, layer.values) if seen and type(layer) is _growing_layer() else None
+    frames[id(module)] = (seen, int(offset), grows_from)
+
+
+@functools.cache
+def _growing_layer() -> type | None:
+    """transformers' ``DynamicLayer`` (keys grown by concatenation), where it has one."""
+    return getattr(importlib.import_module("transformers.cache_utils"), "DynamicLayer", None)
 
 
 @functools.cache
@@ -219,9 +228,9 @@ def _boolean(mask: Tensor) -> Tensor | None:
 def _dispatch(implementation: str, module: nn.Module, query, key, value, attention_mask, **kwargs):
     """The attention function of a captured model's layers under ``implementation``."""
     frame = _frames_here().pop(id(module), None)
-    fixed_keys = frame is REUSED
-    if fixed_keys:
-        frame = None
+    previous = None  # the keys and values this call's keys extend (rows may wait over them)
+    if frame is REUSED:
+        frame, previous = None, REUSED
     if id(module) not in ACTIVE and id(module) not in EDITS:  # a layer left out: as it was
         return _original(module, implementation)(
             module, query, key, value, attention_mask, **kwargs
@@ -260,7 +269,7 @@ def _dispatch(implementation: str, module: nn.Module, query, key, value, attenti
         keep = num_queries
     absolute = None
     if frame is not None:
-        seen, offset = frame
+        seen, offset, previous = frame
         total = seen + num_queries
         if causal and keep < num_keys:  # a prefill of an empty static cache
             total = max(total, keep)
@@ -284,7 +293,7 @@ def _dispatch(implementation: str, module: nn.Module, query, key, value, attenti
         need_weights=implementation == "eager",
         softcap=softcap,
         frame=absolute,
-        fixed_keys=fixed_keys,
+        previous=(key, value) if previous is REUSED else previous,
     )
     if weights is not None and keep < num_keys:  # eager returns the weights over every slot
         weights = torch.nn.functional.pad(weights, (0, num_keys - keep))

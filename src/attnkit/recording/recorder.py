@@ -141,16 +141,17 @@ class Recording:
         bias: Tensor | None,
         scale: float | None,
         softcap: float | None,
+        previous: tuple[Tensor, Tensor],
     ) -> None:
-        """Keep a decoding step's query row ``(B, H, 1, D)`` over keys that stay the same; its
-        statistics come with the other rows' (:mod:`attnkit.recording.deferred`)."""
+        """Keep a decoding step's query row ``(B, H, 1, D)`` over keys that extend
+        ``previous``; its statistics come with the other rows' (:mod:`.deferred`)."""
         waiting = self._waiting.get(layer)
-        if waiting is not None and not waiting.holds(key, value, scale, softcap):
+        if waiting is not None and not waiting.takes(key, value, previous, scale, softcap):
             self._flush(layer)
             waiting = None
         if waiting is None:
-            waiting = self._waiting[layer] = Waiting(key, value, scale, softcap)
-        waiting.add(row, mask, bias)
+            waiting = self._waiting[layer] = Waiting(key, value, previous, scale, softcap)
+        waiting.add(row, key, value, mask, bias)
 
     def _flush(self, layer: str | None = None) -> None:
         """Compute the statistics of the rows waiting in ``layer`` (default: every layer)."""
