@@ -14,12 +14,16 @@ read the median against its spread. Goal (issue 20): <= 1.1x.
     python benchmarks/llm.py [--models small base bart] [--prompts 128 512]
                              [--batch 128 112 96 80] [--new 64] [--repeats 5]
                              [--device cuda]   # writes results/llm_gpu.{md,json}
+    python benchmarks/llm.py --profile [--models ...] [--prompts 128] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,6 +85,95 @@ def build(name: str = "small"):
     return LlamaForCausalLM(config).eval()
 
 
+def case(model, lengths: list[int], kwargs: dict) -> tuple[Callable, Callable]:
+    """``(plain, traced)``: plain ``generate()`` and ``attnkit.llm.generate`` on prompts of
+    ``lengths`` tokens (random ids; a batch padded as ``generate()`` pads it)."""
+    device = model.device
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 1000, (n,), generator=generator) for n in lengths]
+    width = max(lengths)
+    if model.config.is_encoder_decoder:  # right padding, as generate() pads a source
+        ids = torch.stack([torch.cat([p, p.new_zeros(width - len(p))]) for p in prompts])
+    else:  # left padding, as generate() pads a prompt
+        ids = torch.stack([torch.cat([p.new_zeros(width - len(p)), p]) for p in prompts])
+    mask, ids = (ids != 0).long().to(device), ids.to(device)
+    texts = [" ".join(str(int(i)) for i in p) for p in prompts]
+    contexts = [(0, n // 2) for n in lengths]
+    tokenizer = WordTokenizer()
+
+    def plain() -> None:
+        with torch.no_grad():
+            model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def traced() -> None:
+        if len(texts) == 1:
+            generate(model, tokenizer, texts[0], context=contexts[0], **kwargs)
+        else:
+            generate(model, tokenizer, texts, context=contexts, **kwargs)
+
+    return plain, traced
+
+
+def profile(names: list[str], lengths: list[int], kwargs: dict, repeats: int) -> None:
+    """Where the time goes: per call of each transformers attention module and decoder layer,
+    the median time inside plain ``generate()`` and inside ``attnkit.llm.generate`` (interleaved
+    runs of the same prompts), and the generation as a whole."""
+    rows = [row for name in names for row in _profile_model(name, lengths, kwargs, repeats)]
+    headers = ["model", "module", "calls per run", "plain us", "with signals us", "difference"]
+    print(markdown_table(headers, rows))
+
+
+def _profile_model(name: str, lengths: list[int], kwargs: dict, repeats: int) -> list[list]:
+    model = build(name)
+    plain, traced = case(model, lengths, kwargs)
+    classes = {
+        type(m) for m in model.modules()
+        if type(m).__module__.startswith("transformers.models.")
+        and type(m).__name__.endswith(("Attention", "DecoderLayer"))
+    }  # fmt: skip
+    spent: dict[tuple[str, str], list[float]] = {}
+    which = ["plain"]
+    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+
+    def timed_call(original: Callable) -> Callable:
+        def call(module, *args, **kw):
+            start = time.perf_counter()
+            out = original(module, *args, **kw)
+            key = (type(module).__name__, which[0])
+            spent.setdefault(key, []).append(time.perf_counter() - start)
+            return out
+
+        return call
+
+    for cls in classes:
+        cls.__call__ = timed_call(cls.__call__)
+    whole: dict[str, list[float]] = {"plain": [], "signals": []}
+    try:
+        for _ in range(repeats):
+            for label, fn in (("plain", plain), ("signals", traced)):
+                which[0] = label
+                start = time.perf_counter()
+                fn()
+                whole[label].append(time.perf_counter() - start)
+    finally:
+        for cls, own in saved.items():
+            if own is None:
+                del cls.__call__
+            else:
+                cls.__call__ = own
+    rows = []
+    for cls in sorted(classes, key=lambda c: c.__name__):
+        a = statistics.median(spent[cls.__name__, "plain"]) * 1e6
+        b = statistics.median(spent[cls.__name__, "signals"]) * 1e6
+        calls = len(spent[cls.__name__, "plain"]) // repeats
+        rows.append([name, cls.__name__, calls, f"{a:.1f}", f"{b:.1f}", f"{b - a:+.1f}"])
+    a, b = (statistics.median(whole[k]) * 1e3 for k in ("plain", "signals"))
+    rows.append([name, "whole generation (ms)", 1, f"{a:.1f}", f"{b:.1f}", f"{b - a:+.1f}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["small", "base", "bart"])
@@ -89,11 +182,16 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="time each attention module and decoder layer call instead (first prompt length)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
-
-    tokenizer = WordTokenizer()
     kwargs = {"max_new_tokens": args.new, "min_new_tokens": args.new, "do_sample": False}
+    if args.profile:
+        profile(args.models, args.prompts[:1], kwargs, args.repeats)
+        return
     lengths_cases = [[length] for length in args.prompts] + [args.batch]
     cases = [(name, lengths) for name in args.models for lengths in lengths_cases]
     rows, records = [], []
@@ -105,31 +203,7 @@ def main() -> None:
                 models.clear()
                 models[name] = build(name).to(device)
             model = models[name]
-            seq2seq = model.config.is_encoder_decoder
-            generator = torch.Generator().manual_seed(0)
-            prompts = [torch.randint(3, 1000, (n,), generator=generator) for n in lengths]
-            width = max(lengths)
-            if seq2seq:  # right padding, as generate() pads an encoder-decoder's sources
-                ids = torch.stack([torch.cat([p, p.new_zeros(width - len(p))]) for p in prompts])
-            else:
-                ids = torch.stack([torch.cat([p.new_zeros(width - len(p)), p]) for p in prompts])
-            mask = (ids != 0).long().to(device)  # left padding, as generate() pads
-            on_device = ids.to(device)
-            texts = [" ".join(str(int(i)) for i in p) for p in prompts]
-            contexts = [(0, n // 2) for n in lengths]
-
-            def plain(ids=on_device, mask=mask, model=model):
-                with torch.no_grad():
-                    model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-
-            def traced(texts=texts, contexts=contexts, model=model):
-                if len(texts) == 1:
-                    generate(model, tokenizer, texts[0], context=contexts[0], **kwargs)
-                else:
-                    generate(model, tokenizer, texts, context=contexts, **kwargs)
-
+            plain, traced = case(model, lengths, kwargs)
             plain_times, traced_times = interleaved([plain, traced], args.repeats, warmup=1)
             ratio = sorted(t / p for t, p in zip(traced_times, plain_times, strict=True))
             quartiles = (ratio[len(ratio) // 4], ratio[(3 * len(ratio)) // 4])

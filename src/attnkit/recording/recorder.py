@@ -199,12 +199,13 @@ def capture(
             new token; the other queries run on the fused kernel with nothing computed for them
             (weights too, when asked for: ``(B, H, 1, K)`` per call, unless the model's own
             implementation returns the full weights, as ``eager`` does).
-        deferred: with ``last_query``, compute the statistics of cross-attention decoding steps
-            over a cached source together, one kernel call per layer when the block ends or
-            ``rec.stats`` is read, instead of one per step (generation with signals at the
-            speed of plain ``generate()``; :mod:`attnkit.recording.deferred`). The same numbers.
-            The source's cached keys must not be changed in place while the block runs: hold
-            one ``generate()`` per block (reading the statistics raises otherwise).
+        deferred: with ``last_query``, let decoding steps over cached keys (cross-attention
+            over a source, self-attention over a growing ``DynamicCache``) run on the fused
+            kernel alone and compute their statistics together, one kernel call per layer when
+            the block ends or ``rec.stats`` is read (generation with signals near the speed of
+            plain ``generate()``; :mod:`attnkit.recording.deferred`). The same numbers. Cached
+            keys must not be changed in place while the block runs: hold one ``generate()`` per
+            block (reading the statistics raises otherwise).
 
     Yields:
         A :class:`Recording`, filled as the model runs.
