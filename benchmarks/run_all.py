@@ -42,6 +42,7 @@ class Benchmark:
     title: str
     heavy: bool  # trains models: minutes to tens of minutes
     script: str = ""
+    more: tuple[str, ...] = ()  # other results/<name>.md the script writes, shown after its own
 
     @property
     def path(self) -> Path:
@@ -50,7 +51,12 @@ class Benchmark:
 
 BENCHMARKS = (
     Benchmark("mechanisms", "MultiHeadAttention vs SDPA and nn.MultiheadAttention", False),
-    Benchmark("long_inputs", "Linear attention vs SDPA on long inputs", False),
+    Benchmark(
+        "long_inputs",
+        "Long inputs: linear attention vs SDPA; capture at 16k and 32k tokens",
+        False,
+        more=("long_capture",),
+    ),
     Benchmark("capture", "The cost of seeing attention: capture vs sdpa and eager", False),
     Benchmark("llm", "Generation with attention signals vs plain generate()", False),
     Benchmark("interpret_speed", "Interpretability speed: rollout, flow, report", False),
@@ -154,6 +160,9 @@ def report(
         if measured:
             lines += [measured, ""]
         lines.append(_demote(md.read_text().strip()))
+        for name in b.more:
+            if (results / f"{name}.md").is_file():
+                lines += ["", _demote((results / f"{name}.md").read_text().strip())]
     return "\n".join(lines) + "\n"
 
 
