@@ -6,7 +6,8 @@ N = 1,024..16,384:
 PyTorch's fused SDPA (exact softmax attention, O(N²) time) against attnkit's ``"linear"`` backend
 (Katharopoulos et al. 2020: a different, approximate attention with O(N) time and memory). The
 ratio column is the median of per-round ``SDPA time / linear time`` (interleaved): above 1, the
-linear backend is faster. Peak memory of one forward is measured in a child process.
+linear backend is faster. Peak memory: the most tensor memory one forward holds, from the
+profiler's allocation events.
 
 Part ``capture`` (issue 20): a small Llama built from a config (2 layers, hidden 128, 2 heads of
 64, 1 KV head; random weights), batch 1, forward without autograd at 16,384 and 32,768 tokens:
@@ -46,7 +47,6 @@ from harness import (
     markdown_table,
     median_ratio,
     peak_resident_mib,
-    resident_mib,
     tensor_peak_mib,
     write_results,
 )
@@ -71,17 +71,11 @@ def _call(name: str, length: int, causal: bool):
     return run
 
 
-def _memory_child(name: str, length: int, causal: bool) -> None:
-    _call(name, 256, causal)()  # load the kernels before measuring
-    run = _call(name, length, causal)
-    before = resident_mib()
-    run()
-    print(f"{max(peak_resident_mib() - before, 0):.1f}")
-
-
 def peak_memory_mib(name: str, length: int, causal: bool) -> float:
-    command = [sys.executable, __file__, "--memory-child", name, str(length), str(int(causal))]
-    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    """The most tensor memory one forward of the op holds (profiler allocation events)."""
+    run = _call(name, length, causal)
+    run()  # load the kernels before measuring
+    return tensor_peak_mib(run)
 
 
 def _llama(max_length: int):
@@ -215,13 +209,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--capture-lengths", type=int, nargs="+", default=[16384, 32768])
     parser.add_argument("--capture-repeats", type=int, default=3)
-    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--capture-memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.memory_child:
-        name, length, causal = args.memory_child
-        _memory_child(name, int(length), bool(int(causal)))
-        return
     if args.capture_memory_child:
         _capture_memory_child(args.capture_memory_child[0], int(args.capture_memory_child[1]))
         return
@@ -260,7 +249,7 @@ def linear_part(lengths: list[int], repeats: int) -> None:
                         f"{record['sdpa_ms']:.1f}",
                         f"{record['linear_ms']:.1f}",
                         f"{record['speedup']:.2f}",
-                        f"{record['sdpa_peak_mib']:.0f} / {record['linear_peak_mib']:.0f}",
+                        f"{record['sdpa_peak_mib']:.1f} / {record['linear_peak_mib']:.1f}",
                     ]
                 )
                 progress.advance(task)
@@ -271,7 +260,14 @@ def linear_part(lengths: list[int], repeats: int) -> None:
         f"(approximate); {info['cpu']}, {info['threads']} threads, torch {info['torch']}; "
         f"{info['date']}"
     )
-    headers = ["N", "mask", "SDPA ms", "linear ms", "linear speed-up", "peak MiB SDPA / linear"]
+    headers = [
+        "N",
+        "mask",
+        "SDPA ms",
+        "linear ms",
+        "linear speed-up",
+        "tensor peak MiB SDPA / linear",
+    ]
     table = title + "\n\n" + markdown_table(headers, rows)
     print(table)
     path = write_results("long_inputs", {"machine": info, "rows": records}, table)

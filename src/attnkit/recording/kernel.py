@@ -50,7 +50,7 @@ def _load() -> bool:
     global _cpu
     from torch.utils.cpp_extension import load
 
-    _log.warning("attnkit: compiling the CPU statistics kernel (once; 10 to 30 s)")
+    _log.warning("attnkit: loading the CPU statistics kernel (compiled the first time: 10 to 30 s)")
     # one build folder per version of the source: processes running different versions (two
     # checkouts, an upgrade) never rebuild over each other's library
     digest = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:12]
