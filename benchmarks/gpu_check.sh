@@ -13,7 +13,7 @@
 #   3. model + generate: capture of a 1B-shaped Llama at 8k tokens vs plain sdpa, and
 #      attnkit.llm.generate vs plain generate();
 #   4. the other CUDA tests: every tuning candidate, the autotuned path, the GPU cases of
-#      tests/capture/test_stats.py and of tests/train;
+#      tests/capture/test_stats.py, tests/capture/test_deferred.py and tests/train;
 #   5. extra: the op with argmax, and in fp16.
 # Needs torch with CUDA, triton and transformers (pytest for 2 and 4); PYTHONPATH=src is set here
 # (no install, nothing that imports entmax). Per-step limits in seconds: STEP_TIMEOUT (180).
@@ -58,7 +58,8 @@ tests() {  # tests N TITLE PYTEST-ARGS...: a pytest run summarized in parts/N_te
 bench op
 tests 2 "CUDA tests: exactness against eager" tests/capture/test_cuda_stats.py -k matches_eager
 bench model generate
-tests 5 "CUDA tests: tuning candidates, autotuned path, GPU cases of test_stats and train" \
-  -k "(cuda or gpu) and not matches_eager" tests/capture/test_cuda_stats.py tests/capture/test_stats.py tests/train
+tests 5 "CUDA tests: tuning candidates, autotuned path, GPU cases of test_stats, deferred and train" \
+  -k "(cuda or gpu) and not matches_eager" tests/capture/test_cuda_stats.py tests/capture/test_stats.py \
+  tests/capture/test_deferred.py tests/train
 bench extra
 echo "total: $(( $(date +%s) - started )) s; results in $OUT/capture_gpu.md"

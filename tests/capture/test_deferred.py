@@ -53,13 +53,14 @@ def flushes(monkeypatch):
 
 def _record(model, deferred_, spans, **generate):
     options = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, **generate)
-    mask = (SOURCE != 0).long()
+    source = SOURCE.to(model.device)
+    mask = (source != 0).long()
     with (
         torch.no_grad(),
         attnkit.capture(model, stats=STATS, spans=spans, layers=_cross(model),
                         last_query=True, deferred=deferred_) as rec,
     ):  # fmt: skip
-        out = model.generate(input_ids=SOURCE, attention_mask=mask, **options)
+        out = model.generate(input_ids=source, attention_mask=mask, **options)
     return out, rec.stats
 
 
@@ -170,8 +171,9 @@ def _record_decoder(model, deferred_, **generate):
         attnkit.capture(model, stats=STATS, spans=spans, last_query=True,
                         deferred=deferred_) as rec,
     ):  # fmt: skip
+        prompt = PROMPT.to(model.device)
         out = model.generate(
-            input_ids=PROMPT, attention_mask=(PROMPT != 0).long(), **options, **generate
+            input_ids=prompt, attention_mask=(prompt != 0).long(), **options, **generate
         )
     return out, rec.stats
 
@@ -205,3 +207,22 @@ def test_caches_that_do_not_grow_in_place_record_step_by_step(name, generate, fl
         assert waited == []  # a window that slides, a static buffer: nothing waits
     else:
         assert sum(waited) == 5 * len(stats["entropy"])  # reordered beams: several groups
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (by hand)")
+@pytest.mark.parametrize("name", ["llama", "bart"])
+def test_deferred_on_cuda_equals_step_by_step(name, flushes):
+    """On a GPU: each step on SDPA, the statistics of the waiting rows at once, CUDA tensors
+    throughout (the GPU statistics path, the Triton kernel beyond one tile)."""
+    model = (_decoder(name) if name == "llama" else _model(name)).cuda()
+    if name == "llama":
+        out, stats = _record_decoder(model, True)
+        waited = list(flushes)
+        reference_out, reference = _record_decoder(model, False)
+    else:
+        out, stats = _record(model, True, {"context": (2, 7)})
+        waited = list(flushes)
+        reference_out, reference = _record(model, False, {"context": (2, 7)})
+    assert torch.equal(out, reference_out)
+    _assert_equal_stats(stats, reference)
+    assert waited and all(size == 5 for size in waited)
