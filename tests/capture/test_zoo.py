@@ -10,7 +10,10 @@ the sdpa model inside ``attnkit.capture`` and checks, against the same weights r
   model's configs restored after the block;
 - greedy generation of a left-padded batch with a dynamic and a static cache (decoder-only and
   encoder-decoder models): the same tokens as without capture, and every recorded row of weights
-  and statistics equal to eager's over the final sequence, sliding-window layers included.
+  and statistics equal to eager's over the final sequence, sliding-window layers included;
+- the same generation inside ``capture(deferred=True)`` (as ``attnkit.llm.generate`` opens it):
+  the same tokens and statistics as recording each step as it runs, with decoding steps waiting
+  wherever a layer's cache grows by concatenation or its source is reused.
 
 An architecture the installed transformers lacks is skipped with its name.
 """
@@ -162,3 +165,62 @@ def test_generate_equals_eager(arch, cache):
         real = full_mask[:, :-1].bool()
     reference = _eager_weights(eager, layers, **batch)
     _compare(rec, reference, real, batch["input_ids"].shape[1])
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize(
+    "arch",
+    [a for a in ARCHS if a.kind in ("decoder", "seq2seq")],
+    ids=[a.name for a in ARCHS if a.kind in ("decoder", "seq2seq")],
+)
+def test_deferred_generation_equals_step_by_step(arch, cache, monkeypatch):
+    """capture(deferred=True), as attnkit.llm.generate opens it: the same tokens and the same
+    statistics as recording each decoding step as it runs, on every architecture family."""
+    from attnkit.recording import deferred
+
+    sdpa, _ = _models(arch)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, VOCAB, (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :2] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    options = dict(max_new_tokens=9, do_sample=False, pad_token_id=0, eos_token_id=None)
+    if cache == "static":
+        options["cache_implementation"] = "static"
+    waited = []
+    original = deferred.Waiting.stats
+
+    def counted(self, names, spans):
+        waited.append(len(self.rows))
+        return original(self, names, spans)
+
+    monkeypatch.setattr(deferred.Waiting, "stats", counted)
+    recorded = {}
+    with torch.no_grad():
+        try:
+            plain = sdpa.generate(input_ids=ids, attention_mask=mask, **options)
+        except Exception as error:  # transformers' own limit, not capture's: say which
+            pytest.skip(f"{arch.name}: transformers cannot generate with a {cache} cache: {error}")
+        for later in (True, False):
+            with attnkit.capture(
+                sdpa, stats=STATS, spans=SPANS, last_query=True, deferred=later
+            ) as rec:
+                generated = sdpa.generate(input_ids=ids, attention_mask=mask, **options)
+            assert torch.equal(generated, plain), f"{arch.name}: capture changed the tokens"
+            recorded[later] = rec.stats
+    assert recorded[True].keys() == recorded[False].keys()
+    for name, by_layer in recorded[False].items():
+        for layer, expected in by_layer.items():
+            got = recorded[True][name][layer]
+            if name == "argmax":
+                assert torch.equal(got, expected), (arch.name, name, layer)
+            else:
+                torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=(name, layer))
+    config = sdpa.config
+    every_layer_slides = getattr(config, "sliding_window", None) and "full_attention" not in (
+        getattr(config, "layer_types", None) or []
+    )
+    # eager layers return their weights (Gemma 2 has no sdpa): they record step by step
+    sdpa_layers = config._attn_implementation == "sdpa"
+    if cache == "dynamic" and sdpa_layers and not every_layer_slides:
+        assert waited, f"{arch.name}: no decoding step waited over a growing cache"

@@ -22,7 +22,10 @@ What is read exactly:
 - every cache layer: a forward pre-hook reads, from the layer's cache before it is updated, how
   many tokens it has seen and where its keys start (``get_seq_length``, ``get_mask_sizes``), so that
   sliding-window layers and static caches are recorded in absolute positions
-  (:class:`attnkit.recording.dispatch.Frame`).
+  (:class:`attnkit.recording.dispatch.Frame`), whatever the keyword the cache comes by
+  (``cache``, ``past_key_values``, ``past_key_value``, GPT-NeoX's and Falcon's ``layer_past``);
+  the same hook tells a deferred block which calls extend the keys of the call before
+  (:mod:`attnkit.recording.deferred`).
 
 What is refused at the start of the block, with the implementation to load instead:
 ``flash_attention_*``, ``flex_attention`` and any other implementation than ``sdpa``/``eager``;
@@ -162,6 +165,8 @@ def _read_frame(module: nn.Module, args: tuple, kwargs: dict) -> None:
         cache = get("past_key_values")
     if cache is None:
         cache = get("past_key_value")
+    if cache is None:
+        cache = get("layer_past")  # GPT-NeoX, Falcon
     index = getattr(module, "layer_idx", None)
     if get("key_value_states") is not None or get("encoder_hidden_states") is not None:
         # cross-attention: the keys are the whole source, position j is j; the cache says
