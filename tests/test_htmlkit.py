@@ -215,3 +215,14 @@ def test_explanation_view_uses_the_kit_and_one_missing_mark():
     _uses_kit(text)
     assert f"rollout {MISSING}" in text  # the p-value
     assert f"[{MISSING}, {MISSING}]" in text  # intervals not given
+
+
+def test_shade_clips_the_opacity_and_token_span_escapes():
+    assert htmlkit.shade(htmlkit.WEIGHT, 0.5) == "rgba(230,81,0,0.500)"
+    assert htmlkit.shade(htmlkit.NEGATIVE, 1.7) == "rgba(37,99,235,1.000)"
+    assert htmlkit.shade(htmlkit.POSITIVE, -0.2) == "rgba(220,38,38,0.000)"
+    span = htmlkit.token_span("<b>", "rgba(1,2,3,0.100)", 'a "title"', ' data-t="3"')
+    assert span == (
+        '<span class="tok" data-t="3" style="background:rgba(1,2,3,0.100)" '
+        'title="a &quot;title&quot;">&lt;b&gt;</span>'
+    )

@@ -12,7 +12,9 @@ It holds what the pages share, once:
   (:func:`format_percent`), significant digits (:func:`format_significant`) and intervals
   (:func:`format_interval`). None and NaN show as :data:`MISSING` (``"n/a"``) on every page and in
   every table and sentence; ``-0.00`` is never printed (a value that rounds to zero is ``0.00``);
-- inline images (:func:`png_data_uri`: a PNG as a ``data:`` URI) and the status badge.
+- inline images (:func:`png_data_uri`: a PNG as a ``data:`` URI) and the status badge;
+- shaded tokens (:func:`token_span`, :func:`shade`): a token on a background whose opacity is its
+  value, in the palette's token colours (:data:`WEIGHT`, :data:`POSITIVE`, :data:`NEGATIVE`).
 
 The notebook views (:mod:`attnkit.views`) use the same stylesheet scoped under their ``<div>``
 (:func:`stylesheet` with ``scope``), so a notebook's own style is left alone.
@@ -28,6 +30,9 @@ from collections.abc import Sequence
 __all__ = [
     "MARKER",
     "MISSING",
+    "NEGATIVE",
+    "POSITIVE",
+    "WEIGHT",
     "escape",
     "format_interval",
     "format_number",
@@ -36,12 +41,20 @@ __all__ = [
     "header_row",
     "page",
     "png_data_uri",
+    "shade",
     "status_badge",
     "stylesheet",
+    "token_span",
 ]
 
 MISSING = "n/a"  # what a missing value (None, NaN) shows, everywhere
 MARKER = "/* attnkit html kit */"  # first line of every stylesheet the kit writes
+
+# the colours of shaded tokens (red, green, blue): a weight on a token; a positive and a
+# negative score (relevance, attribution; the lookback ratio in blue)
+WEIGHT = (230, 81, 0)
+POSITIVE = (220, 38, 38)
+NEGATIVE = (37, 99, 235)
 
 # the palette: one place for every colour the pages use
 _VARIABLES = (
@@ -200,6 +213,21 @@ def png_data_uri(png: bytes) -> str:
     if not png.startswith(b"\x89PNG"):
         raise ValueError(f"png must be the bytes of a PNG file, got {png[:8]!r}...")
     return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def shade(color: tuple[int, int, int], alpha: float) -> str:
+    """A CSS ``rgba()`` colour: ``color`` at opacity ``alpha``, clipped to [0, 1]."""
+    red, green, blue = color
+    return f"rgba({red},{green},{blue},{max(0.0, min(1.0, float(alpha))):.3f})"
+
+
+def token_span(text: str, background: str, title: str, attributes: str = "") -> str:
+    """One token as a ``<span class="tok">`` on ``background`` (:func:`shade`), its exact value
+    in ``title`` (shown on hover); ``attributes``: more, already escaped (`` data-t="3"``)."""
+    return (
+        f'<span class="tok"{attributes} style="background:{background}" '
+        f'title="{escape(title)}">{escape(text)}</span>'
+    )
 
 
 def status_badge(status: object) -> str:

@@ -67,7 +67,7 @@ def test_report_content():
     assert len(re.findall(r'<tr class="example">', html)) == 3
     assert html.count('<section class="example"') == 3
     # shading relative to the most-leaned-on token (0.4), exact weight in the title
-    shades = re.findall(r"rgba\(230, 81, 0, ([0-9.]+)\)\" title=\"weight ([0-9.e-]+)\"", html)
+    shades = re.findall(r"rgba\(230,81,0,([0-9.]+)\)\" title=\"weight ([0-9.e-]+)\"", html)
     assert shades[:4] == [("0.250", "0.1"), ("1.000", "0.4"), ("0.500", "0.2"), ("0.000", "0")]
     assert "n/a" in html  # skipped outcomes have no value
 

@@ -21,6 +21,8 @@ from torch import Tensor
 
 from attnkit.htmlkit import (
     MISSING,
+    NEGATIVE,
+    POSITIVE,
     escape,
     format_interval,
     format_number,
@@ -29,6 +31,8 @@ from attnkit.htmlkit import (
     header_row,
     page,
     png_data_uri,
+    shade,
+    token_span,
 )
 from attnkit.interpret.verdicts import LEVEL, MIN_EXAMPLES, MIN_GAIN, MethodVerdict
 
@@ -105,12 +109,8 @@ def _token_strip(tokens: Sequence[str], scores: Tensor) -> str:
     peak = values.abs().max().item() or 1.0
     spans = []
     for token, value in zip(tokens, values.tolist(), strict=True):
-        alpha = abs(value) / peak
-        color = f"rgba(220,38,38,{alpha:.2f})" if value >= 0 else f"rgba(37,99,235,{alpha:.2f})"
-        spans.append(
-            f'<span class="tok" style="background:{color}" title="{format_significant(value, 4)}">'
-            f"{escape(token)}</span>"
-        )
+        color = shade(POSITIVE if value >= 0 else NEGATIVE, abs(value) / peak)
+        spans.append(token_span(token, color, format_significant(value, 4)))
     return '<div class="tokens">' + " ".join(spans) + "</div>"
 
 

@@ -12,12 +12,15 @@ model is escaped.
 from __future__ import annotations
 
 from attnkit.htmlkit import (
+    WEIGHT,
     escape,
     format_percent,
     format_significant,
     header_row,
     page,
+    shade,
     status_badge,
+    token_span,
 )
 from attnkit.llm.suite import SuiteResult
 
@@ -57,8 +60,7 @@ def _shade(tokens: list[str], leaned: list[float]) -> str:
     for text, weight in zip(tokens, leaned or [0.0] * len(tokens), strict=True):
         alpha = weight / top if top > 0 else 0.0
         spans.append(
-            f'<span style="background: rgba(230, 81, 0, {alpha:.3f})" '
-            f'title="weight {format_significant(weight, 4)}">{escape(text)}</span>'
+            token_span(text, shade(WEIGHT, alpha), f"weight {format_significant(weight, 4)}")
         )
     return "".join(spans)
 

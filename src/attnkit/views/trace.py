@@ -11,7 +11,15 @@ A trace holds token ids, not text: pass the tokenizer to :func:`trace_view` for 
 
 from __future__ import annotations
 
-from attnkit.htmlkit import escape, format_number, format_significant
+from attnkit.htmlkit import (
+    NEGATIVE,
+    WEIGHT,
+    escape,
+    format_number,
+    format_significant,
+    shade,
+    token_span,
+)
 from attnkit.views.kit import View, wrap
 
 __all__ = ["trace_view"]
@@ -21,14 +29,6 @@ def _texts(tokenizer, ids: list[int]) -> list[str]:
     if tokenizer is None:
         return [f"#{i}" for i in ids]
     return [tokenizer.decode([i]) for i in ids]
-
-
-def _blue(alpha: float) -> str:
-    return f"rgba(37,99,235,{max(0.0, min(1.0, alpha)):.3f})"
-
-
-def _orange(alpha: float) -> str:
-    return f"rgba(230,81,0,{max(0.0, min(1.0, alpha)):.3f})"
 
 
 def _mean(signal) -> str:
@@ -59,10 +59,8 @@ def trace_view(trace, tokenizer=None) -> View:
         "value)</p><div class='tokens answer-tokens'>",
     ]
     for t, (text, value) in enumerate(zip(answer, ratio, strict=True)):
-        parts.append(
-            f'<span class="tok" data-t="{t}" style="background:{_blue(value)}" '
-            f'title="lookback ratio {format_number(value, 3)}">{escape(text)}</span>'
-        )
+        title = f"lookback ratio {format_number(value, 3)}"
+        parts.append(token_span(text, shade(NEGATIVE, value), title, f' data-t="{t}"'))
         parts.append(" ")
     parts.append("</div>")
     if weights is None:
@@ -79,10 +77,8 @@ def trace_view(trace, tokenizer=None) -> View:
         "layers and heads, relative to the largest)</p><div class='tokens context-tokens'>"
     )
     for c, (text, value) in enumerate(zip(context, mean.tolist(), strict=True)):
-        parts.append(
-            f'<span class="tok" data-c="{c}" style="background:{_orange(value / peak)}" '
-            f'title="weight {format_significant(value, 4)}">{escape(text)}</span>'
-        )
+        title = f"weight {format_significant(value, 4)}"
+        parts.append(token_span(text, shade(WEIGHT, value / peak), title, f' data-c="{c}"'))
         parts.append(" ")
     parts.append('</div><p class="meta info">hover an answer token</p>')
     data = {
