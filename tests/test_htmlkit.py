@@ -226,3 +226,17 @@ def test_shade_clips_the_opacity_and_token_span_escapes():
         '<span class="tok" data-t="3" style="background:rgba(1,2,3,0.100)" '
         'title="a &quot;title&quot;">&lt;b&gt;</span>'
     )
+
+
+def test_view_scripts_shade_tokens_with_the_kit_colours():
+    from attnkit.views.kit import wrap
+
+    html = str(wrap("probe", "<p>x</p>", "function(root, d){}", {}))
+    expected = {
+        "weight": htmlkit.WEIGHT,
+        "positive": htmlkit.POSITIVE,
+        "negative": htmlkit.NEGATIVE,
+    }
+    for name, (r, g, b) in expected.items():
+        assert f'"{name}":[{r},{g},{b}]' in html
+    assert "function tokenShade(name,alpha)" in html

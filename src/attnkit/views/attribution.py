@@ -96,8 +96,8 @@ function(root, d){
   var state={method:0, token:0, pinned:false};
   function show(){var row=d.scores[state.method][state.token], peak=0;
     row.forEach(function(v){peak=Math.max(peak,Math.abs(v));}); peak=peak||1;
-    spans.forEach(function(s,i){var v=row[i], a=(Math.abs(v)/peak).toFixed(2);
-      s.style.background=v>=0?'rgba(220,38,38,'+a+')':'rgba(37,99,235,'+a+')';
+    spans.forEach(function(s,i){var v=row[i];
+      s.style.background=tokenShade(v>=0?'positive':'negative',Math.abs(v)/peak);
       s.title=v.toPrecision(4);});
     answer.forEach(function(s,t){s.classList.toggle('sel',t===state.token);});
     info.textContent='prompt: '+d.methods[state.method]+' for answer token '+state.token+' "'+

@@ -21,8 +21,8 @@ import zlib
 import numpy as np
 
 from attnkit._moved import moved_name
+from attnkit.htmlkit import NEGATIVE, POSITIVE, WEIGHT, stylesheet
 from attnkit.htmlkit import png_data_uri as _png_uri
-from attnkit.htmlkit import stylesheet
 
 __all__ = ["View", "colormap", "encode_array", "image_data_uri", "script_json", "view_id"]
 
@@ -104,10 +104,24 @@ def wrap(kind: str, body: str, script: str = "", data: object = None) -> View:
             f"var root=document.getElementById({json.dumps(ident)});"
             "if(!root||root.dataset.ready)return;root.dataset.ready='1';"
             "var data=JSON.parse(root.querySelector('script.attnkit-data').textContent);"
-            f"({script})(root,data);}})();</script>"
+            f"{_SHADE_JS}({script})(root,data);}})();</script>"
         )
     parts.append("</div>")
     return View("\n".join(parts))
+
+
+def _shade_js() -> str:
+    """``tokenShade(name, alpha)`` for the views' scripts: :func:`attnkit.htmlkit.shade` in
+    JavaScript, with the same token colours."""
+    colors = {"weight": WEIGHT, "positive": POSITIVE, "negative": NEGATIVE}
+    return (
+        f"var SHADES={json.dumps(colors, separators=(',', ':'))};"
+        "function tokenShade(name,alpha){var c=SHADES[name],a=Math.max(0,Math.min(1,alpha));"
+        "return 'rgba('+c[0]+','+c[1]+','+c[2]+','+a.toFixed(3)+')';}"
+    )
+
+
+_SHADE_JS = _shade_js()
 
 
 def script_json(data: object) -> str:

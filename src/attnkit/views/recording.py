@@ -246,7 +246,7 @@ function(root, d){
     var b=base()+q*k, top=0, best=-1, total=0;
     for(var j=0;j<k;j++){var v=val[b+j];total+=v;if(v>top){top=v;best=idx[b+j];}}
     for(var j=0;j<k;j++){var v=val[b+j];if(!v)continue;var s=keySpans[idx[b+j]];
-      s.style.background='rgba(220,38,38,'+(v/(top||1)).toFixed(2)+')';lit.push(s);}
+      s.style.background=tokenShade('positive',v/(top||1));lit.push(s);}
     var qs=querySpans[q]; if(qs){qs.classList.add('sel');lit.push(qs);}
     var r=rest[(offsets[state.layer]+state.head)*Q+q];
     info.textContent='query '+q+' "'+d.queryTokens[q]+'": largest weight '+(top/65535).toFixed(4)+

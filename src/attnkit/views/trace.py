@@ -96,7 +96,7 @@ function(root, d){
   var ctx=root.querySelectorAll('.context-tokens .tok');
   var info=root.querySelector('.info'), pinned=null;
   function shade(row, label){var peak=Math.max.apply(null,row)||1;
-    ctx.forEach(function(s,c){s.style.background='rgba(230,81,0,'+(row[c]/peak).toFixed(3)+')';
+    ctx.forEach(function(s,c){s.style.background=tokenShade('weight',row[c]/peak);
       s.title='weight '+row[c].toPrecision(4);});
     var order=row.map(function(v,c){return [v,c];});
     order=order.sort(function(a,b){return b[0]-a[0];}).slice(0,5);
