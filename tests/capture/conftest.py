@@ -58,3 +58,19 @@ def minilm():
         for impl in ("sdpa", "eager")
     )
     return tokenizer, sdpa, eager
+
+
+@pytest.fixture
+def flushes(monkeypatch):
+    """The number of rows each computation of a deferred block's waiting rows held, in order."""
+    from attnkit.recording import deferred
+
+    sizes = []
+    original = deferred.Waiting.stats
+
+    def counted(self, names, spans):
+        sizes.append(len(self.rows))
+        return original(self, names, spans)
+
+    monkeypatch.setattr(deferred.Waiting, "stats", counted)
+    return sizes

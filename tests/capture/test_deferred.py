@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.recording import deferred
 
 transformers = pytest.importorskip("transformers")
 
@@ -35,20 +34,6 @@ def _model(name):
 def _cross(model):
     names = ("encoder_attn", "EncDecAttention")
     return [n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in names]
-
-
-@pytest.fixture
-def flushes(monkeypatch):
-    """The number of rows each computation of waiting rows held."""
-    sizes = []
-    original = deferred.Waiting.stats
-
-    def counted(self, names, spans):
-        sizes.append(len(self.rows))
-        return original(self, names, spans)
-
-    monkeypatch.setattr(deferred.Waiting, "stats", counted)
-    return sizes
 
 
 def _record(model, deferred_, spans, **generate):

@@ -129,6 +129,20 @@ def test_forward_equals_eager(arch, side):
     _compare(rec, reference, real if real is not None and real.dim() == 2 else None, text)
 
 
+def _generation(seed: int, cache: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``(ids, mask, generate options)``: two prompts of 7 tokens, the second left-padded by 2,
+    greedy for 9 new tokens with a ``cache`` ("dynamic" or "static") cache."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :2] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    options = dict(max_new_tokens=9, do_sample=False, pad_token_id=0, eos_token_id=None)
+    if cache == "static":
+        options["cache_implementation"] = "static"
+    return ids, mask, options
+
+
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 @pytest.mark.parametrize(
     "arch",
@@ -137,14 +151,7 @@ def test_forward_equals_eager(arch, side):
 )
 def test_generate_equals_eager(arch, cache):
     sdpa, eager = _models(arch)
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(3, VOCAB, (2, 7), generator=g)
-    mask = torch.ones(2, 7, dtype=torch.long)
-    mask[1, :2] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    options = dict(max_new_tokens=9, do_sample=False, pad_token_id=0, eos_token_id=None)
-    if cache == "static":
-        options["cache_implementation"] = "static"
+    ids, mask, options = _generation(3, cache)
     layers = attention_layers(sdpa)
     with torch.no_grad():
         try:
@@ -173,28 +180,11 @@ def test_generate_equals_eager(arch, cache):
     [a for a in ARCHS if a.kind in ("decoder", "seq2seq")],
     ids=[a.name for a in ARCHS if a.kind in ("decoder", "seq2seq")],
 )
-def test_deferred_generation_equals_step_by_step(arch, cache, monkeypatch):
+def test_deferred_generation_equals_step_by_step(arch, cache, flushes):
     """capture(deferred=True), as attnkit.llm.generate opens it: the same tokens and the same
     statistics as recording each decoding step as it runs, on every architecture family."""
-    from attnkit.recording import deferred
-
     sdpa, _ = _models(arch)
-    g = torch.Generator().manual_seed(5)
-    ids = torch.randint(3, VOCAB, (2, 7), generator=g)
-    mask = torch.ones(2, 7, dtype=torch.long)
-    mask[1, :2] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    options = dict(max_new_tokens=9, do_sample=False, pad_token_id=0, eos_token_id=None)
-    if cache == "static":
-        options["cache_implementation"] = "static"
-    waited = []
-    original = deferred.Waiting.stats
-
-    def counted(self, names, spans):
-        waited.append(len(self.rows))
-        return original(self, names, spans)
-
-    monkeypatch.setattr(deferred.Waiting, "stats", counted)
+    ids, mask, options = _generation(5, cache)
     recorded = {}
     with torch.no_grad():
         try:
@@ -223,4 +213,4 @@ def test_deferred_generation_equals_step_by_step(arch, cache, monkeypatch):
     # eager layers return their weights (Gemma 2 has no sdpa): they record step by step
     sdpa_layers = config._attn_implementation == "sdpa"
     if cache == "dynamic" and sdpa_layers and not every_layer_slides:
-        assert waited, f"{arch.name}: no decoding step waited over a growing cache"
+        assert flushes, f"{arch.name}: no decoding step waited over a growing cache"

@@ -132,21 +132,16 @@ def _rows(
     step without one."""
     if all(row is None for row in rows):
         return None
-    present = [_four(row) for row in rows if row is not None]
-    shape = (query.shape[0], max(row.shape[1] for row in present), 1, width)
-    full = []
-    for row in rows:
-        if row is None:
-            full.append(fill(shape, dtype=dtype, device=query.device))
-        else:
-            row = _four(row)
-            row = (
-                F.pad(row, (0, width - row.shape[-1]), value=pad) if row.shape[-1] < width else row
-            )
-            full.append(row.expand(shape))
+    # four axes each, leading ones added, padded to the last step's keys
+    rows = [
+        None if row is None
+        else F.pad(row.reshape(*([1] * (4 - row.dim())), *row.shape), (0, width - row.shape[-1]),
+                   value=pad)
+        for row in rows
+    ]  # fmt: skip
+    shape = (query.shape[0], max(row.shape[1] for row in rows if row is not None), 1, width)
+    full = [
+        fill(shape, dtype=dtype, device=query.device) if row is None else row.expand(shape)
+        for row in rows
+    ]
     return torch.cat(full, dim=-2)
-
-
-def _four(x: Tensor) -> Tensor:
-    """``x`` with leading axes of one added up to four axes."""
-    return x.reshape(*([1] * (4 - x.dim())), *x.shape)
